@@ -1,0 +1,113 @@
+/* quantd's Vulkan core: one device, buffers, pipelines from the embedded SPIR-V, and command
+ * recordings of many dispatches with barriers only where needed.
+ * All functions return 0 or a negative errno (-ENODEV no device, -ENOMEM, -EIO for VkResult
+ * failures, -EOPNOTSUPP for a missing feature); none of them logs above debug level. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct QvkDevice QvkDevice;
+typedef struct QvkBuffer QvkBuffer;
+typedef struct QvkPipeline QvkPipeline;
+typedef struct QvkCmd QvkCmd;
+
+typedef struct QvkFeatures {
+        char name[256];
+        char type[16];              /* "discrete", "integrated", "virtual", "cpu", "other" */
+        char driver[128];
+        uint32_t vendor_id, device_id, api_version;
+        bool fp16;                  /* shaderFloat16 (and not disabled by QUANTD_VK_DISABLE_F16) */
+        bool int8;                  /* shaderInt8 */
+        bool storage8, storage16;   /* 8/16-bit storage buffer access */
+        bool subgroup_arith;        /* subgroup arithmetic in compute */
+        uint32_t subgroup_size;
+        bool subgroup_size_control;
+        bool int_dot;               /* shaderIntegerDotProduct */
+        bool int_dot_accelerated;   /* 4x8-bit packed signed dot product accelerated */
+        bool coopmat_khr, coopmat_nv;
+        bool memory_budget;         /* VK_EXT_memory_budget */
+        uint32_t max_shared_memory;
+        uint64_t max_storage_buffer_range, max_allocation_size;
+        uint64_t device_local_bytes;
+        double timestamp_period_ns;
+} QvkFeatures;
+
+/* select: index or name substring; NULL uses $QUANTD_VK_DEVICE, else the best device
+ * (discrete > integrated > virtual > cpu). Validation layer on when $QUANTD_VK_VALIDATION=1. */
+int qvk_device_new(const char *select, const char *pipeline_cache_dir, QvkDevice **ret);
+QvkDevice *qvk_device_free(QvkDevice *d);
+const QvkFeatures *qvk_device_features(QvkDevice *d);
+/* Current budget and usage of device-local memory (from VK_EXT_memory_budget when present). */
+void qvk_device_memory(QvkDevice *d, uint64_t *ret_budget, uint64_t *ret_used_by_us);
+/* Number of validation-layer messages (warning or error) seen since start; tests assert 0. */
+unsigned qvk_validation_messages(void);
+
+typedef enum QvkMemKind {
+        QVK_MEM_DEVICE,             /* device-local; filled by upload */
+        QVK_MEM_HOST,               /* host-visible, coherent, persistently mapped */
+} QvkMemKind;
+
+int qvk_buffer_new(QvkDevice *d, uint64_t size, QvkMemKind kind, QvkBuffer **ret);
+QvkBuffer *qvk_buffer_free(QvkBuffer *b);
+uint64_t qvk_buffer_size(QvkBuffer *b);
+void *qvk_buffer_map(QvkBuffer *b);  /* QVK_MEM_HOST only, else NULL */
+/* Synchronous copies through a staging buffer (or directly when host-visible). */
+int qvk_buffer_upload(QvkBuffer *dst, uint64_t offset, const void *src, uint64_t size);
+int qvk_buffer_download(QvkBuffer *src, uint64_t offset, void *dst, uint64_t size);
+
+/* A range of a buffer bound to one binding of a dispatch. size 0 = to the end. */
+typedef struct QvkBinding {
+        QvkBuffer *buf;
+        uint64_t offset, size;
+} QvkBinding;
+
+/* Compute pipeline for an embedded shader (shaders/shaders.h name), cached in the device by
+ * (name, specialization constants). Constants are 32-bit values with ids 0..n_spec-1.
+ * n_bindings storage buffers at set 0, bindings 0..n_bindings-1. Owned by the device. */
+int qvk_pipeline_get(QvkDevice *d, const char *shader, const uint32_t *spec, size_t n_spec,
+                     uint32_t n_bindings, uint32_t push_size, QvkPipeline **ret);
+
+/* A recording of dispatches and copies into one command buffer. A barrier is inserted before a
+ * dispatch only when it reads or writes a range written since the last barrier (or writes a
+ * range read since then). After qvk_cmd_end() a recording can be submitted many times. */
+int qvk_cmd_new(QvkDevice *d, QvkCmd **ret);
+QvkCmd *qvk_cmd_free(QvkCmd *c);
+int qvk_cmd_reset(QvkCmd *c);  /* back to an empty recording */
+/* bindings[i] is read and written per writes_mask bit i (bit set = written). */
+int qvk_cmd_dispatch(QvkCmd *c, QvkPipeline *p, const QvkBinding *bindings, size_t n,
+                     uint32_t writes_mask, const void *push, uint32_t push_size,
+                     uint32_t groups_x, uint32_t groups_y, uint32_t groups_z);
+int qvk_cmd_copy(QvkCmd *c, QvkBuffer *src, uint64_t src_off, QvkBuffer *dst, uint64_t dst_off,
+                 uint64_t size);
+int qvk_cmd_fill(QvkCmd *c, QvkBuffer *dst, uint64_t off, uint64_t size, uint32_t value);
+/* Timestamp query slots for profiling (index < 64); read after the submission finished. */
+int qvk_cmd_timestamp(QvkCmd *c, uint32_t index);
+int qvk_cmd_timestamps_read(QvkCmd *c, uint32_t first, uint32_t count, double *ret_ns);
+int qvk_cmd_end(QvkCmd *c);
+int qvk_cmd_submit(QvkCmd *c);  /* queue the recording */
+int qvk_cmd_wait(QvkCmd *c);    /* wait for the last submission */
+
+/* Weight formats read by the matrix kernels; block layouts byte-compatible with GGUF. */
+typedef enum QvkWeightType {
+        QVK_W_F32,
+        QVK_W_F16,
+        QVK_W_Q8_0,                 /* 34-byte blocks: fp16 d, 32 x int8 */
+        QVK_W_Q4_0,                 /* 18-byte blocks: fp16 d, 16 bytes of nibbles (x - 8) */
+        QVK_W_Q4_1,                 /* 20-byte blocks: fp16 d, fp16 m, 16 bytes of nibbles */
+        _QVK_W_MAX,
+} QvkWeightType;
+
+const char *qvk_weight_type_name(QvkWeightType t);
+/* Bytes of one row of k weights (k a multiple of 32 for the block types). */
+uint64_t qvk_weight_row_bytes(QvkWeightType t, uint32_t k);
+
+/* Y = W·X. W is m rows × k columns, row-major in format wt. X holds n activation vectors of k
+ * values (vector j at element j*k), fp32 or fp16 per x_f16. Y gets n vectors of m fp32 values
+ * (vector j at element j*m). Picks matrix-vector (n = 1), batched matrix-vector (n ≤ 8) or
+ * matrix-matrix kernels and the int-dot path where the device has it. scratch: a buffer the
+ * launcher may use for quantized activations, at least qvk_matmul_scratch_bytes(). */
+uint64_t qvk_matmul_scratch_bytes(QvkDevice *d, uint32_t k, uint32_t n);
+int qvk_matmul(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k,
+               QvkBinding x, bool x_f16, uint32_t n, QvkBinding y, QvkBinding scratch);
