@@ -102,3 +102,41 @@ int manager_add_listener(Manager *m, const ManagerListener *l);
 uv_loop_t *manager_loop(Manager *m);
 const Config *manager_config(Manager *m);
 QdEngine *manager_engine(Manager *m);
+
+/* ---- Added by the service engineer (lifecycle, introspection, hooks for policy/HTTP). ---- */
+
+/* Creates the manager and its engine; takes ownership of config (also on failure). */
+int manager_new(uv_loop_t *loop, Config *config, Manager **ret);
+/* Ends every request with reason ("shutdown") and unloads every model; callbacks run before
+ * it returns. Safe to call twice. */
+void manager_shutdown(Manager *m, const char *reason);
+Manager *manager_free(Manager *m);
+/* Swaps in a reloaded configuration (limits apply to new requests; models listed in it that are
+ * not resident are loaded). Takes ownership of config. */
+int manager_reload(Manager *m, Config *config);
+/* Loads the models the configuration lists (startup and reload); failures are logged. */
+void manager_load_configured_models(Manager *m);
+
+size_t manager_n_models(Manager *m);
+/* Requests queued (not yet decoding) and live (queued or decoding) over all models. */
+unsigned manager_n_waiting(Manager *m);
+unsigned manager_n_live(Manager *m);
+const char *managed_model_name(ManagedModel *mm);
+/* The engine model, for the policy (variant sizes, current precision); do not compute on it. */
+QdModel *managed_model_qd(ManagedModel *mm);
+/* Loads on the libuv thread pool so that the loop keeps serving: the checks happen at once
+ * (< 0 returned, callback not called), the file is read on a pool thread, and done() runs on
+ * the loop thread with 0 and the model or < 0 (-ECANCELED when the daemon stops first). */
+typedef void (*ManagerLoadDone)(Manager *m, int r, ManagedModel *mm, void *userdata);
+int manager_load_model_async(Manager *m, const Caller *c, const char *path, const char *name,
+                             QdPrecision precision, ManagerLoadDone done, void *userdata);
+/* Drops every listener registered with this userdata (a front end going away). */
+void manager_remove_listener(Manager *m, void *userdata);
+/* Sum of device bytes of all resident models. */
+uint64_t manager_device_bytes(Manager *m);
+
+/* manager_set_precision() with c == NULL is the policy's call: it applies only to models that
+ * are not pinned by a user (-EBUSY otherwise) and never pins. With a caller it needs
+ * c->privileged (-EACCES), pins p, or unpins with QD_PRECISION_AUTO.
+ * manager_load_model()/manager_unload_model() with c == NULL are internal (startup, policy
+ * eviction) and skip the privilege check. */

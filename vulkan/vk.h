@@ -1,5 +1,9 @@
 /* quantd's Vulkan core: one device, buffers, pipelines from the embedded SPIR-V, and command
  * recordings of many dispatches with barriers only where needed.
+ * Environment: QUANTD_VK_DEVICE (index or name substring), QUANTD_VK_VALIDATION=1 (Khronos
+ * validation layer, required then), QUANTD_VK_DISABLE_{F16,INT8,INTDOT,SUBGROUP,COOPMAT}=1 (turn
+ * the feature off so that the fallback kernel variants run), QUANTD_VK_MATVEC_WG / _ROWS
+ * (matrix-vector workgroup size, a power of two, and rows per workgroup; for tuning).
  * All functions return 0 or a negative errno (-ENODEV no device, -ENOMEM, -EIO for VkResult
  * failures, -EOPNOTSUPP for a missing feature); none of them logs above debug level. */
 #pragma once
@@ -43,6 +47,10 @@ const QvkFeatures *qvk_device_features(QvkDevice *d);
 void qvk_device_memory(QvkDevice *d, uint64_t *ret_budget, uint64_t *ret_used_by_us);
 /* Number of validation-layer messages (warning or error) seen since start; tests assert 0. */
 unsigned qvk_validation_messages(void);
+/* Text of the last counted validation message, NULL when none (for test diagnostics). */
+const char *qvk_validation_last_message(void);
+/* Writes the pipeline cache to pipeline_cache_dir now (also done by qvk_device_free). */
+int qvk_device_save_pipeline_cache(QvkDevice *d);
 
 typedef enum QvkMemKind {
         QVK_MEM_DEVICE,             /* device-local; filled by upload */
@@ -88,6 +96,7 @@ int qvk_cmd_timestamps_read(QvkCmd *c, uint32_t first, uint32_t count, double *r
 int qvk_cmd_end(QvkCmd *c);
 int qvk_cmd_submit(QvkCmd *c);  /* queue the recording */
 int qvk_cmd_wait(QvkCmd *c);    /* wait for the last submission */
+QvkDevice *qvk_cmd_device(QvkCmd *c);
 
 /* Weight formats read by the matrix kernels; block layouts byte-compatible with GGUF. */
 typedef enum QvkWeightType {
@@ -107,7 +116,11 @@ uint64_t qvk_weight_row_bytes(QvkWeightType t, uint32_t k);
  * values (vector j at element j*k), fp32 or fp16 per x_f16. Y gets n vectors of m fp32 values
  * (vector j at element j*m). Picks matrix-vector (n = 1), batched matrix-vector (n ≤ 8) or
  * matrix-matrix kernels and the int-dot path where the device has it. scratch: a buffer the
- * launcher may use for quantized activations, at least qvk_matmul_scratch_bytes(). */
+ * launcher may use for quantized activations, at least qvk_matmul_scratch_bytes(). The binding
+ * offsets of w, x and scratch must be multiples of 16 bytes (16-byte loads); else -EINVAL. */
 uint64_t qvk_matmul_scratch_bytes(QvkDevice *d, uint32_t k, uint32_t n);
 int qvk_matmul(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k,
                QvkBinding x, bool x_f16, uint32_t n, QvkBinding y, QvkBinding scratch);
+/* The shader variant qvk_matmul() uses for these shapes, e.g. "matvec_dot_q4_0 n=1" (for
+ * benchmarks and logs); the string is thread-local and valid until the next call. */
+const char *qvk_matmul_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t k, uint32_t n);

@@ -1,0 +1,787 @@
+/* The Vulkan forward pass of llama/qwen2: weights of each precision variant in device-local
+ * buffers, a KV cache per sequence, and one recording per step shape that is re-submitted with
+ * the position in a host-visible parameter buffer. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ggml-types.h"
+#include "macro.h"
+#include "model-llama.h"
+
+#define UBATCH 512u
+#define ALIGN 256u
+
+typedef struct VkTensor {
+        QvkWeightType wt;
+        uint64_t off, bytes;
+        uint32_t m, k;
+} VkTensor;
+
+/* Q/K/V and gate/up are fused: their rows follow each other in one format, so that one matrix
+ * product computes them (fewer dispatches per token). */
+typedef struct VkLayerW {
+        VkTensor qkv, wo, gu, down;
+} VkLayerW;
+
+typedef struct Variant {
+        QvkBuffer **bufs; /* one per layer, the last for the output head */
+        VkLayerW *layers;
+        VkTensor output;
+        uint64_t bytes;
+} Variant;
+
+struct LlamaVk {
+        QvkDevice *d;
+        const LlamaWeights *w;
+        bool kv_f16;
+        QvkBuffer *table;  /* token embeddings, f16 (f32 without 16-bit storage) */
+        QvkBuffer *common; /* norms, biases, rope angles: f32 */
+        uint64_t off_out_norm, off_freq, *off_attn_norm, *off_ffn_norm, *off_bias;
+        uint64_t common_bytes, table_bytes;
+        Variant var[_QD_PRECISION_MAX];
+        QdPrecision cur;
+        uint64_t generation;
+        QvkPipeline *p_get_rows, *p_norm, *p_add_norm, *p_silu, *p_rope, *p_attn, *p_attn_reduce, *p_argmax;
+};
+
+struct LlamaVkSeq {
+        LlamaVk *v;
+        uint32_t n_ctx, len, ubatch;
+        uint64_t kv_stride; /* bytes of one layer's K (or V) cache */
+        QvkBuffer *kc, *vc, *x, *xb, *qkv, *q, *att, *o, *gu, *g, *xlast, *logits, *scratch;
+        QvkBuffer *tokens, *params, *result, *part;
+        uint32_t kps, n_split; /* decode attention: keys per split, splits */
+        QvkCmd *cmd_decode, *cmd_prefill;
+        uint64_t gen_decode, gen_prefill;
+        uint32_t prefill_n;
+        bool profile;      /* timestamps around the ops of the first layer */
+        uint32_t n_stamps;
+};
+
+static const char *const stamp_names[] = {
+        "start", "get_rows", "rmsnorm", "qkv matmul", "rope+kv store", "attention", "wo matmul",
+        "add+rmsnorm", "gate/up matmul", "silu*up", "down matmul", "add+rmsnorm", "other layers",
+        "output matmul", "argmax",
+};
+
+static int stamp(QvkCmd *c, LlamaVkSeq *s, uint32_t l) {
+        if (!s->profile || l > 0 || s->n_stamps >= ELEMENTSOF(stamp_names))
+                return 0;
+        return qvk_cmd_timestamp(c, s->n_stamps++);
+}
+
+void llama_vk_seq_set_profile(LlamaVkSeq *s, bool on) {
+        s->profile = on;
+        s->gen_decode = s->gen_prefill = UINT64_MAX; /* re-record */
+}
+
+int llama_vk_seq_profile(LlamaVkSeq *s, bool decode, const char *const **ret_names, double *ret_ns) {
+        QvkCmd *c = decode ? s->cmd_decode : s->cmd_prefill;
+        int r;
+
+        if (!s->profile || !c || s->n_stamps < 2)
+                return -ENODATA;
+        r = qvk_cmd_timestamps_read(c, 0, ELEMENTSOF(stamp_names), ret_ns);
+        if (r < 0)
+                return r;
+        *ret_names = stamp_names;
+        return ELEMENTSOF(stamp_names);
+}
+
+static uint32_t ggml_of(QvkWeightType wt) {
+        switch (wt) {
+        case QVK_W_F32:
+                return GGML_TYPE_F32;
+        case QVK_W_F16:
+                return GGML_TYPE_F16;
+        case QVK_W_Q8_0:
+                return GGML_TYPE_Q8_0;
+        case QVK_W_Q4_0:
+                return GGML_TYPE_Q4_0;
+        default:
+                return GGML_TYPE_Q4_1;
+        }
+}
+
+/* The device format of a weight for a variant: sources already in a block format no wider
+ * than the variant's are used as they are; everything else is (re)quantized. */
+static QvkWeightType target_type(const LlamaTensor *t, QdPrecision p) {
+        if (t->ne0 % 32 != 0)
+                return QVK_W_F16;
+        switch (t->type) {
+        case GGML_TYPE_Q8_0:
+                return p == QD_PRECISION_INT4 ? QVK_W_Q4_0 : QVK_W_Q8_0;
+        case GGML_TYPE_Q4_0:
+                return QVK_W_Q4_0;
+        case GGML_TYPE_Q4_1:
+                return QVK_W_Q4_1;
+        default:
+                return p == QD_PRECISION_F16 ? QVK_W_F16 : p == QD_PRECISION_INT8 ? QVK_W_Q8_0 : QVK_W_Q4_0;
+        }
+}
+
+/* One device matrix of the rows of n tensors with the same row length, in the first one's
+ * device format. */
+static VkTensor plan(const LlamaTensor *const *t, size_t n, QdPrecision p, uint64_t *off) {
+        VkTensor r = {
+                .wt = target_type(t[0], p),
+                .k = t[0]->ne0,
+        };
+        for (size_t i = 0; i < n; i++)
+                r.m += t[i]->ne1;
+        r.bytes = qvk_weight_row_bytes(r.wt, r.k) * r.m;
+        r.off = *off;
+        *off += ALIGN_TO(r.bytes, ALIGN);
+        return r;
+}
+
+/* Converted host copies, reused when several tensors share their source (the benchmark). */
+typedef struct Memo {
+        const void *src;
+        QvkWeightType wt;
+        void *data;
+} Memo;
+
+static void memo_free(Memo *memo, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(memo[i].data);
+}
+
+static int convert(const LlamaTensor *t, const VkTensor *vt, Memo *memo, size_t n_memo,
+                   const void **ret) {
+        Memo *slot = &memo[0];
+        _cleanup_free_ float *row = NULL;
+        uint8_t *out;
+
+        if (t->type == ggml_of(vt->wt)) {
+                *ret = t->data;
+                return 0;
+        }
+        for (size_t i = 0; i < n_memo; i++) {
+                if (memo[i].src == t->data && memo[i].wt == vt->wt) {
+                        *ret = memo[i].data;
+                        return 0;
+                }
+                if (!memo[i].src) {
+                        slot = &memo[i];
+                        break;
+                }
+        }
+        row = malloc(t->ne0 * sizeof(float));
+        out = malloc(vt->bytes);
+        if (!row || !out) {
+                free(out);
+                return -ENOMEM;
+        }
+        uint64_t rb = vt->bytes / vt->m;
+        for (uint64_t r = 0; r < t->ne1; r++) {
+                int q = llama_tensor_row(t, r, row);
+                if (q >= 0)
+                        q = ggml_quantize_row(ggml_of(vt->wt), row, out + r * rb, t->ne0);
+                if (q < 0) {
+                        free(out);
+                        return q;
+                }
+        }
+        free(slot->data);
+        *slot = (Memo) { .src = t->data, .wt = vt->wt, .data = out };
+        *ret = out;
+        return 0;
+}
+
+static void variant_free(LlamaVk *v, Variant *var) {
+        if (var->bufs)
+                for (uint32_t l = 0; l <= v->w->hp.n_layer; l++)
+                        qvk_buffer_free(var->bufs[l]);
+        free(var->bufs);
+        free(var->layers);
+        *var = (Variant) {};
+}
+
+static void variant_plan(LlamaVk *v, QdPrecision p, Variant *var, uint64_t *layer_bytes,
+                         uint64_t *out_bytes) {
+        const LlamaWeights *w = v->w;
+
+        var->bytes = 0;
+        for (uint32_t l = 0; l < w->hp.n_layer; l++) {
+                const LlamaLayer *L = &w->layers[l];
+                VkLayerW *o = &var->layers[l];
+                uint64_t off = 0;
+                const LlamaTensor *qkv[] = { &L->wq, &L->wk, &L->wv }, *gu[] = { &L->gate, &L->up };
+                const LlamaTensor *wo = &L->wo, *down = &L->down;
+                o->qkv = plan(qkv, 3, p, &off);
+                o->wo = plan(&wo, 1, p, &off);
+                o->gu = plan(gu, 2, p, &off);
+                o->down = plan(&down, 1, p, &off);
+                layer_bytes[l] = off;
+                var->bytes += off;
+        }
+        uint64_t off = 0;
+        const LlamaTensor *out = &w->output;
+        var->output = plan(&out, 1, p, &off);
+        *out_bytes = off;
+        var->bytes += off;
+}
+
+uint64_t llama_vk_variant_bytes(LlamaVk *v, QdPrecision p) {
+        Variant var = {};
+        uint64_t out, bytes;
+        _cleanup_free_ uint64_t *lb = NULL;
+
+        if (p < 0 || p >= _QD_PRECISION_MAX)
+                return 0;
+        if (v->var[p].bufs)
+                return v->var[p].bytes;
+        var.layers = calloc(v->w->hp.n_layer, sizeof(VkLayerW));
+        lb = calloc(v->w->hp.n_layer, sizeof(uint64_t));
+        if (!var.layers || !lb) {
+                free(var.layers);
+                return UINT64_MAX;
+        }
+        variant_plan(v, p, &var, lb, &out);
+        bytes = var.bytes;
+        free(var.layers);
+        return bytes;
+}
+
+/* Uploads the tensors' rows one after the other into the fused matrix vt. */
+static int upload(const LlamaTensor *const *t, size_t n, const VkTensor *vt, QvkBuffer *buf, Memo *memo,
+                  size_t n_memo) {
+        uint64_t off = vt->off, rb = qvk_weight_row_bytes(vt->wt, vt->k);
+
+        for (size_t i = 0; i < n; i++) {
+                VkTensor part = { .wt = vt->wt, .k = vt->k, .m = t[i]->ne1, .off = off, .bytes = rb * t[i]->ne1 };
+                const void *data;
+                int r = convert(t[i], &part, memo, n_memo, &data);
+                if (r < 0)
+                        return r;
+                r = qvk_buffer_upload(buf, off, data, part.bytes);
+                if (r < 0)
+                        return r;
+                off += part.bytes;
+        }
+        return 0;
+}
+
+static int variant_build(LlamaVk *v, QdPrecision p) {
+        const LlamaWeights *w = v->w;
+        uint32_t nl = w->hp.n_layer;
+        Variant var = {};
+        Memo memo[8] = {};
+        _cleanup_free_ uint64_t *lb = NULL;
+        uint64_t out_bytes;
+        int r = -ENOMEM;
+
+        var.layers = calloc(nl, sizeof(VkLayerW));
+        var.bufs = calloc(nl + 1, sizeof(QvkBuffer *));
+        lb = calloc(nl, sizeof(uint64_t));
+        if (!var.layers || !var.bufs || !lb)
+                goto fail;
+        variant_plan(v, p, &var, lb, &out_bytes);
+        for (uint32_t l = 0; l < nl; l++) {
+                const LlamaLayer *L = &w->layers[l];
+                VkLayerW *o = &var.layers[l];
+                r = qvk_buffer_new(v->d, lb[l], QVK_MEM_DEVICE, &var.bufs[l]);
+                if (r < 0)
+                        goto fail;
+                const LlamaTensor *qkv[] = { &L->wq, &L->wk, &L->wv }, *gu[] = { &L->gate, &L->up };
+                const LlamaTensor *wo = &L->wo, *down = &L->down;
+                if ((r = upload(qkv, 3, &o->qkv, var.bufs[l], memo, ELEMENTSOF(memo))) < 0 ||
+                    (r = upload(&wo, 1, &o->wo, var.bufs[l], memo, ELEMENTSOF(memo))) < 0 ||
+                    (r = upload(gu, 2, &o->gu, var.bufs[l], memo, ELEMENTSOF(memo))) < 0 ||
+                    (r = upload(&down, 1, &o->down, var.bufs[l], memo, ELEMENTSOF(memo))) < 0)
+                        goto fail;
+        }
+        r = qvk_buffer_new(v->d, out_bytes, QVK_MEM_DEVICE, &var.bufs[nl]);
+        if (r < 0)
+                goto fail;
+        const LlamaTensor *out = &w->output;
+        r = upload(&out, 1, &var.output, var.bufs[nl], memo, ELEMENTSOF(memo));
+        if (r < 0)
+                goto fail;
+        memo_free(memo, ELEMENTSOF(memo));
+        v->var[p] = var;
+        return 0;
+fail:
+        memo_free(memo, ELEMENTSOF(memo));
+        variant_free(v, &var);
+        return r;
+}
+
+int llama_vk_set_precision(LlamaVk *v, QdPrecision p) {
+        int r;
+
+        if (p < 0 || p >= _QD_PRECISION_MAX)
+                return -EINVAL;
+        if (!v->var[p].bufs) {
+                r = variant_build(v, p);
+                if (r < 0)
+                        return r;
+        }
+        if (v->cur != p)
+                v->generation++;
+        v->cur = p;
+        return 0;
+}
+
+QdPrecision llama_vk_get_precision(LlamaVk *v) {
+        return v->cur;
+}
+
+int llama_vk_drop_variants(LlamaVk *v, bool keep_current_only) {
+        if (!keep_current_only)
+                return 0;
+        for (int p = 0; p < _QD_PRECISION_MAX; p++)
+                if (p != (int) v->cur)
+                        variant_free(v, &v->var[p]);
+        return 0;
+}
+
+uint64_t llama_vk_device_bytes(LlamaVk *v) {
+        uint64_t b = v->table_bytes + v->common_bytes;
+        for (int p = 0; p < _QD_PRECISION_MAX; p++)
+                if (v->var[p].bufs)
+                        b += v->var[p].bytes;
+        return b;
+}
+
+LlamaVk *llama_vk_free(LlamaVk *v) {
+        if (!v)
+                return NULL;
+        for (int p = 0; p < _QD_PRECISION_MAX; p++)
+                variant_free(v, &v->var[p]);
+        qvk_buffer_free(v->table);
+        qvk_buffer_free(v->common);
+        free(v->off_attn_norm);
+        free(v->off_ffn_norm);
+        free(v->off_bias);
+        return mfree(v);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVk *, llama_vk_free);
+
+static int upload_vector(LlamaVk *v, const LlamaTensor *t, uint64_t n, uint64_t off) {
+        _cleanup_free_ float *f = malloc(n * sizeof(float));
+        int r;
+
+        if (!f)
+                return -ENOMEM;
+        r = llama_tensor_vector(t, f, n);
+        if (r < 0)
+                return r;
+        return qvk_buffer_upload(v->common, off, f, n * sizeof(float));
+}
+
+static int upload_table(LlamaVk *v) {
+        const LlamaTensor *t = &v->w->token_embd;
+        uint32_t E = t->ne0;
+        size_t es = v->kv_f16 ? 2 : 4;
+        uint64_t rows_per_chunk = MAX(1u, (16u << 20) / (E * es));
+        _cleanup_free_ float *row = malloc(E * sizeof(float));
+        _cleanup_free_ uint8_t *chunk = malloc(rows_per_chunk * E * es);
+        int r;
+
+        if (!row || !chunk)
+                return -ENOMEM;
+        for (uint64_t r0 = 0; r0 < t->ne1; r0 += rows_per_chunk) {
+                uint64_t n = MIN(rows_per_chunk, t->ne1 - r0);
+                for (uint64_t i = 0; i < n; i++) {
+                        r = llama_tensor_row(t, r0 + i, row);
+                        if (r < 0)
+                                return r;
+                        if (v->kv_f16) {
+                                uint16_t *h = (uint16_t *) chunk + i * E;
+                                for (uint32_t j = 0; j < E; j++)
+                                        h[j] = qd_fp32_to_fp16(row[j]);
+                        } else
+                                memcpy((float *) chunk + i * E, row, E * sizeof(float));
+                }
+                r = qvk_buffer_upload(v->table, r0 * E * es, chunk, n * E * es);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
+        _cleanup_(llama_vk_freep) LlamaVk *v = NULL;
+        const LlamaHParams *hp = &w->hp;
+        uint32_t E = hp->n_embd, nq = hp->n_head * hp->head_dim, nkv = hp->n_head_kv * hp->head_dim;
+        uint64_t off = 0;
+        int r;
+
+        if (hp->head_dim > 256)
+                return -EOPNOTSUPP;
+        v = calloc(1, sizeof(*v));
+        if (!v)
+                return -ENOMEM;
+        v->d = d;
+        v->w = w;
+        v->cur = QD_PRECISION_F16;
+        /* $QUANTD_VK_KV_F32=1 forces the f32 KV cache and embedding table of devices without
+         * 16-bit storage, so that the fallback is testable anywhere. */
+        v->kv_f16 = qvk_device_features(d)->storage16 && !streq_ptr(getenv("QUANTD_VK_KV_F32"), "1");
+        v->off_attn_norm = calloc(hp->n_layer, sizeof(uint64_t));
+        v->off_ffn_norm = calloc(hp->n_layer, sizeof(uint64_t));
+        v->off_bias = calloc(hp->n_layer, sizeof(uint64_t));
+        if (!v->off_attn_norm || !v->off_ffn_norm || !v->off_bias)
+                return -ENOMEM;
+
+        for (uint32_t l = 0; l < hp->n_layer; l++) {
+                v->off_attn_norm[l] = off;
+                off += ALIGN_TO(E * 4, ALIGN);
+                v->off_ffn_norm[l] = off;
+                off += ALIGN_TO(E * 4, ALIGN);
+                v->off_bias[l] = off;
+                if (hp->qkv_bias)
+                        off += ALIGN_TO((nq + 2 * nkv) * 4, ALIGN);
+        }
+        v->off_out_norm = off;
+        off += ALIGN_TO(E * 4, ALIGN);
+        v->off_freq = off;
+        off += ALIGN_TO(hp->n_rot / 2 * 4, ALIGN);
+        v->common_bytes = off;
+        r = qvk_buffer_new(d, off, QVK_MEM_DEVICE, &v->common);
+        if (r < 0)
+                return r;
+        for (uint32_t l = 0; l < hp->n_layer; l++) {
+                const LlamaLayer *L = &w->layers[l];
+                if ((r = upload_vector(v, &L->attn_norm, E, v->off_attn_norm[l])) < 0 ||
+                    (r = upload_vector(v, &L->ffn_norm, E, v->off_ffn_norm[l])) < 0)
+                        return r;
+                if (hp->qkv_bias) {
+                        _cleanup_free_ float *b = calloc(nq + 2 * nkv, sizeof(float));
+                        if (!b)
+                                return -ENOMEM;
+                        if ((L->bq.data && (r = llama_tensor_vector(&L->bq, b, nq)) < 0) ||
+                            (L->bk.data && (r = llama_tensor_vector(&L->bk, b + nq, nkv)) < 0) ||
+                            (L->bv.data && (r = llama_tensor_vector(&L->bv, b + nq + nkv, nkv)) < 0))
+                                return r;
+                        r = qvk_buffer_upload(v->common, v->off_bias[l], b, (nq + 2 * nkv) * 4);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        r = upload_vector(v, &w->output_norm, E, v->off_out_norm);
+        if (r < 0)
+                return r;
+        {
+                float f[512];
+                uint32_t half = hp->n_rot / 2;
+                for (uint32_t i = 0; i < half; i++) {
+                        f[i] = hp->rope_freq_scale * powf(hp->rope_base, -2.0f * (float) i / (float) hp->n_rot);
+                        if (hp->rope_factors)
+                                f[i] /= hp->rope_factors[i];
+                }
+                r = qvk_buffer_upload(v->common, v->off_freq, f, half * sizeof(float));
+                if (r < 0)
+                        return r;
+        }
+
+        v->table_bytes = (uint64_t) hp->n_vocab * E * (v->kv_f16 ? 2 : 4);
+        r = qvk_buffer_new(d, v->table_bytes, QVK_MEM_DEVICE, &v->table);
+        if (r < 0)
+                return r;
+        r = upload_table(v);
+        if (r < 0)
+                return r;
+
+        const uint32_t wg64[] = { 64 }, wg256[] = { 256 };
+        const char *kv = v->kv_f16 ? "f16" : "f32";
+        char rope[32], attn[32], rows[32];
+        snprintf(rope, sizeof(rope), "rope_%s_kv%s", hp->neox ? "neox" : "norm", kv);
+        snprintf(attn, sizeof(attn), "attention_kv%s", kv);
+        snprintf(rows, sizeof(rows), "get_rows_%s", kv);
+        if ((r = qvk_pipeline_get(d, rows, wg64, 1, 3, 4, &v->p_get_rows)) < 0 ||
+            (r = qvk_pipeline_get(d, "rmsnorm_f32", NULL, 0, 3, 8, &v->p_norm)) < 0 ||
+            (r = qvk_pipeline_get(d, "add_rmsnorm_f32", NULL, 0, 4, 8, &v->p_add_norm)) < 0 ||
+            (r = qvk_pipeline_get(d, "silu_mul_f32", wg256, 1, 2, 8, &v->p_silu)) < 0 ||
+            (r = qvk_pipeline_get(d, rope, wg64, 1, 7, 20, &v->p_rope)) < 0 ||
+            (r = qvk_pipeline_get(d, attn, &hp->head_dim, 1, 6, 24, &v->p_attn)) < 0 ||
+            (r = qvk_pipeline_get(d, "attention_reduce_f32", NULL, 0, 2, 12, &v->p_attn_reduce)) < 0 ||
+            (r = qvk_pipeline_get(d, "argmax_f32", NULL, 0, 3, 16, &v->p_argmax)) < 0)
+                return r;
+
+        *ret = TAKE_PTR(v);
+        return 0;
+}
+
+LlamaVkSeq *llama_vk_seq_free(LlamaVkSeq *s) {
+        if (!s)
+                return NULL;
+        qvk_cmd_free(s->cmd_decode);
+        qvk_cmd_free(s->cmd_prefill);
+        QvkBuffer **bufs[] = { &s->kc, &s->vc, &s->x, &s->xb, &s->qkv, &s->q, &s->att, &s->o,
+                               &s->gu, &s->g, &s->xlast, &s->logits, &s->scratch, &s->tokens,
+                               &s->params, &s->result, &s->part };
+        for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
+                qvk_buffer_free(*bufs[i]);
+        return mfree(s);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVkSeq *, llama_vk_seq_free);
+
+int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
+        _cleanup_(llama_vk_seq_freep) LlamaVkSeq *s = NULL;
+        const LlamaHParams *hp = &v->w->hp;
+        uint32_t E = hp->n_embd, nq = hp->n_head * hp->head_dim, nkv = hp->n_head_kv * hp->head_dim;
+        uint32_t F = hp->n_ff;
+        int r;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->v = v;
+        s->n_ctx = n_ctx;
+        s->ubatch = MIN(UBATCH, n_ctx);
+        s->kv_stride = ALIGN_TO((uint64_t) n_ctx * nkv * (v->kv_f16 ? 2 : 4), ALIGN);
+        uint64_t ub = s->ubatch;
+        s->kps = MAX(64u, ALIGN_TO(DIV_ROUND_UP(n_ctx, 128u), 32u));
+        s->n_split = DIV_ROUND_UP(n_ctx, s->kps);
+        uint32_t kmax = MAX(MAX(E, F), nq);
+        uint64_t scratch = MAX(qvk_matmul_scratch_bytes(v->d, kmax, s->ubatch),
+                               qvk_matmul_scratch_bytes(v->d, kmax, 1));
+        struct {
+                QvkBuffer **b;
+                uint64_t size;
+                QvkMemKind kind;
+        } list[] = {
+                { &s->kc, s->kv_stride * hp->n_layer, QVK_MEM_DEVICE },
+                { &s->vc, s->kv_stride * hp->n_layer, QVK_MEM_DEVICE },
+                { &s->x, ub * E * 4, QVK_MEM_DEVICE },
+                { &s->xb, ub * E * 4, QVK_MEM_DEVICE },
+                { &s->qkv, ub * (nq + 2 * nkv) * 4, QVK_MEM_DEVICE },
+                { &s->q, ub * nq * 4, QVK_MEM_DEVICE },
+                { &s->att, ub * nq * 4, QVK_MEM_DEVICE },
+                { &s->o, ub * E * 4, QVK_MEM_DEVICE },
+                { &s->gu, ub * 2 * F * 4, QVK_MEM_DEVICE },
+                { &s->g, ub * F * 4, QVK_MEM_DEVICE },
+                { &s->xlast, E * 4, QVK_MEM_DEVICE },
+                { &s->logits, (uint64_t) hp->n_vocab * 4, QVK_MEM_DEVICE },
+                { &s->scratch, MAX(scratch, 256u), QVK_MEM_DEVICE },
+                { &s->tokens, ub * 4, QVK_MEM_HOST },
+                { &s->params, 256, QVK_MEM_HOST },
+                { &s->result, 256, QVK_MEM_HOST },
+                /* split-K attention partials, also the argmax slices (256 x 3 floats) */
+                { &s->part, MAX(3072u, (uint64_t) hp->n_head * s->n_split * (hp->head_dim + 2) * 4), QVK_MEM_DEVICE },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(list); i++) {
+                r = qvk_buffer_new(v->d, list[i].size, list[i].kind, list[i].b);
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+uint32_t llama_vk_seq_length(LlamaVkSeq *s) {
+        return s->len;
+}
+
+#define B(b_, o_, s_) ((QvkBinding) { .buf = (b_), .offset = (o_), .size = (s_) })
+
+static int mm(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *x,
+              QvkBuffer *y, uint32_t n) {
+        return qvk_matmul(c, t->wt, B(wbuf, t->off, t->bytes), t->m, t->k, B(x, 0, (uint64_t) n * t->k * 4),
+                          false, n, B(y, 0, (uint64_t) n * t->m * 4), B(s->scratch, 0, 0));
+}
+
+static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
+        LlamaVk *v = s->v;
+        const LlamaHParams *hp = &v->w->hp;
+        const Variant *var = &v->var[v->cur];
+        uint32_t E = hp->n_embd, nq = hp->n_head * hp->head_dim, nkv = hp->n_head_kv * hp->head_dim;
+        uint32_t F = hp->n_ff, nl = hp->n_layer;
+        struct {
+                uint32_t n;
+                float eps;
+        } pn = { E, hp->eps };
+        int r;
+
+        r = qvk_cmd_reset(c);
+        if (r < 0)
+                return r;
+        s->n_stamps = 0;
+        if ((r = stamp(c, s, 0)) < 0)
+                return r;
+        {
+                QvkBinding b[] = { B(s->tokens, 0, n * 4), B(v->table, 0, 0), B(s->x, 0, (uint64_t) n * E * 4) };
+                uint32_t push = E;
+                r = qvk_cmd_dispatch(c, v->p_get_rows, b, 3, 1u << 2, &push, 4, DIV_ROUND_UP(E, 64), n, 1);
+                if (r < 0 || (r = stamp(c, s, 0)) < 0)
+                        return r;
+        }
+        {
+                QvkBinding b[] = { B(s->x, 0, (uint64_t) n * E * 4), B(v->common, v->off_attn_norm[0], E * 4),
+                                   B(s->xb, 0, (uint64_t) n * E * 4) };
+                r = qvk_cmd_dispatch(c, v->p_norm, b, 3, 1u << 2, &pn, sizeof(pn), n, 1, 1);
+                if (r < 0 || (r = stamp(c, s, 0)) < 0)
+                        return r;
+        }
+        for (uint32_t l = 0; l < nl; l++) {
+                const VkLayerW *L = &var->layers[l];
+                QvkBuffer *wb = var->bufs[l];
+
+                if ((r = mm(c, s, wb, &L->qkv, s->xb, s->qkv, n)) < 0 || (r = stamp(c, s, l)) < 0)
+                        return r;
+                {
+                        QvkBinding b[] = {
+                                B(s->qkv, 0, (uint64_t) n * (nq + 2 * nkv) * 4),
+                                B(s->q, 0, (uint64_t) n * nq * 4),
+                                hp->qkv_bias ? B(v->common, v->off_bias[l], (nq + 2 * nkv) * 4)
+                                             : B(v->common, v->off_freq, hp->n_rot / 2 * 4),
+                                B(v->common, v->off_freq, hp->n_rot / 2 * 4),
+                                B(s->kc, l * s->kv_stride, s->kv_stride),
+                                B(s->vc, l * s->kv_stride, s->kv_stride),
+                                B(s->params, 0, 16),
+                        };
+                        uint32_t push[5] = { hp->n_head, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->qkv_bias };
+                        uint32_t total = hp->head_dim / 2 * (hp->n_head + 2 * hp->n_head_kv);
+                        r = qvk_cmd_dispatch(c, v->p_rope, b, 7, (1u << 1) | (1u << 4) | (1u << 5), push,
+                                             sizeof(push), DIV_ROUND_UP(total, 64), n, 1);
+                        if (r < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                }
+                {
+                        QvkBinding b[] = {
+                                B(s->q, 0, (uint64_t) n * nq * 4),
+                                B(s->kc, l * s->kv_stride, s->kv_stride),
+                                B(s->vc, l * s->kv_stride, s->kv_stride),
+                                B(s->att, 0, (uint64_t) n * nq * 4),
+                                B(s->params, 0, 16),
+                                B(s->part, 0, 0),
+                        };
+                        /* one token: split the keys over workgroups; a prompt has enough rows */
+                        uint32_t n_split = n == 1 ? s->n_split : 1;
+                        struct {
+                                uint32_t n_head, n_head_kv, head_dim;
+                                float scale;
+                                uint32_t kps, n_split;
+                        } push = { hp->n_head, hp->n_head_kv, hp->head_dim, 1.0f / sqrtf((float) hp->head_dim),
+                                   n == 1 ? s->kps : ALIGN_TO(s->n_ctx, 32u), n_split };
+                        r = qvk_cmd_dispatch(c, v->p_attn, b, 6, (1u << 3) | (1u << 5), &push, sizeof(push),
+                                             hp->n_head, n, n_split);
+                        if (r >= 0 && n_split > 1) {
+                                QvkBinding rb[] = { B(s->part, 0, 0), B(s->att, 0, (uint64_t) n * nq * 4) };
+                                uint32_t rp[3] = { hp->n_head, hp->head_dim, n_split };
+                                r = qvk_cmd_dispatch(c, v->p_attn_reduce, rb, 2, 1u << 1, rp, sizeof(rp), hp->n_head, n, 1);
+                        }
+                        if (r < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                }
+                if ((r = mm(c, s, wb, &L->wo, s->att, s->o, n)) < 0 || (r = stamp(c, s, l)) < 0)
+                        return r;
+                {
+                        QvkBinding b[] = { B(s->x, 0, (uint64_t) n * E * 4), B(v->common, v->off_ffn_norm[l], E * 4),
+                                           B(s->xb, 0, (uint64_t) n * E * 4), B(s->o, 0, (uint64_t) n * E * 4) };
+                        r = qvk_cmd_dispatch(c, v->p_add_norm, b, 4, (1u << 0) | (1u << 2), &pn, sizeof(pn), n, 1, 1);
+                        if (r < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                }
+                if ((r = mm(c, s, wb, &L->gu, s->xb, s->gu, n)) < 0 || (r = stamp(c, s, l)) < 0)
+                        return r;
+                {
+                        QvkBinding b[] = { B(s->gu, 0, (uint64_t) n * 2 * F * 4), B(s->g, 0, (uint64_t) n * F * 4) };
+                        uint32_t push[2] = { F, n * F }, groups = DIV_ROUND_UP(n * F, 256), gx = MIN(groups, 65535u);
+                        r = qvk_cmd_dispatch(c, v->p_silu, b, 2, 1u << 1, push, 8, gx, DIV_ROUND_UP(groups, gx), 1);
+                        if (r < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                }
+                if ((r = mm(c, s, wb, &L->down, s->g, s->o, n)) < 0 || (r = stamp(c, s, l)) < 0)
+                        return r;
+                {
+                        uint64_t off = l + 1 < nl ? v->off_attn_norm[l + 1] : v->off_out_norm;
+                        QvkBinding b[] = { B(s->x, 0, (uint64_t) n * E * 4), B(v->common, off, E * 4),
+                                           B(s->xb, 0, (uint64_t) n * E * 4), B(s->o, 0, (uint64_t) n * E * 4) };
+                        r = qvk_cmd_dispatch(c, v->p_add_norm, b, 4, (1u << 0) | (1u << 2), &pn, sizeof(pn), n, 1, 1);
+                        if (r < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                }
+        }
+        if ((r = stamp(c, s, 0)) < 0)
+                return r;
+        r = qvk_cmd_copy(c, s->xb, (uint64_t) (n - 1) * E * 4, s->xlast, 0, E * 4);
+        if (r < 0)
+                return r;
+        r = mm(c, s, var->bufs[nl], &var->output, s->xlast, s->logits, 1);
+        if (r < 0 || (r = stamp(c, s, 0)) < 0)
+                return r;
+        {
+                /* at most 256 slices of at least 1024 logits */
+                uint32_t per = MAX(1024u, ALIGN_TO(DIV_ROUND_UP(hp->n_vocab, 256u), 256u));
+                uint32_t groups = DIV_ROUND_UP(hp->n_vocab, per);
+                uint32_t push[4] = { hp->n_vocab, per, groups, 0 };
+                QvkBinding b[] = { B(s->logits, 0, (uint64_t) hp->n_vocab * 4), B(s->part, 0, 0), B(s->result, 0, 8) };
+                r = qvk_cmd_dispatch(c, v->p_argmax, b, 3, 1u << 1, push, sizeof(push), groups, 1, 1);
+                push[3] = 1;
+                if (r >= 0)
+                        r = qvk_cmd_dispatch(c, v->p_argmax, b, 3, 1u << 2, push, sizeof(push), 1, 1, 1);
+                if (r < 0 || (r = stamp(c, s, 0)) < 0)
+                        return r;
+        }
+        return qvk_cmd_end(c);
+}
+
+int llama_vk_seq_logits(LlamaVkSeq *s, float *logits) {
+        if (s->len == 0)
+                return -EINVAL;
+        return qvk_buffer_download(s->logits, 0, logits, (uint64_t) s->v->w->hp.n_vocab * 4);
+}
+
+int llama_vk_seq_eval(LlamaVkSeq *s, const int32_t *tokens, size_t n, bool want_logits,
+                      float *logits, int32_t *ret_argmax, float *ret_logprob) {
+        LlamaVk *v = s->v;
+        int r;
+
+        if (n == 0)
+                return -EINVAL;
+        if (n > s->n_ctx - s->len)
+                return -ENOSPC;
+        for (size_t i = 0; i < n; i++)
+                if (tokens[i] < 0 || (uint32_t) tokens[i] >= v->w->hp.n_vocab)
+                        return -EINVAL;
+
+        for (size_t done = 0; done < n;) {
+                uint32_t cnt = MIN(n - done, (size_t) s->ubatch);
+                QvkCmd **cmd = cnt == 1 ? &s->cmd_decode : &s->cmd_prefill;
+                uint64_t *gen = cnt == 1 ? &s->gen_decode : &s->gen_prefill;
+
+                if (!*cmd) {
+                        r = qvk_cmd_new(v->d, cmd);
+                        if (r < 0)
+                                return r;
+                        *gen = UINT64_MAX;
+                }
+                if (*gen != v->generation || (cnt > 1 && s->prefill_n != cnt)) {
+                        r = record(s, *cmd, cnt);
+                        if (r < 0) {
+                                *gen = UINT64_MAX;
+                                return r;
+                        }
+                        *gen = v->generation;
+                        if (cnt > 1)
+                                s->prefill_n = cnt;
+                }
+                memcpy(qvk_buffer_map(s->tokens), tokens + done, cnt * sizeof(int32_t));
+                uint32_t *prm = qvk_buffer_map(s->params);
+                prm[0] = s->len;
+                prm[1] = cnt;
+                r = qvk_cmd_submit(*cmd);
+                if (r < 0)
+                        return r;
+                r = qvk_cmd_wait(*cmd);
+                if (r < 0)
+                        return r;
+                s->len += cnt;
+                done += cnt;
+        }
+
+        const uint32_t *res = qvk_buffer_map(s->result);
+        if (ret_argmax)
+                *ret_argmax = (int32_t) res[0];
+        if (ret_logprob)
+                memcpy(ret_logprob, &res[1], sizeof(float));
+        if (want_logits)
+                return llama_vk_seq_logits(s, logits);
+        return 0;
+}

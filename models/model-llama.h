@@ -1,0 +1,87 @@
+/* Internal: Llama-family transformer (llama, qwen2) hyperparameters, weights as views into the
+ * GGUF file, the CPU reference forward pass and the Vulkan forward pass. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "gguf.h"
+#include "vk.h"
+
+typedef struct LlamaHParams {
+        char arch[32];
+        uint32_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, n_ff;
+        uint32_t head_dim, n_rot;
+        float eps, rope_base, rope_freq_scale;
+        bool neox;          /* qwen2: rotate halves; llama: adjacent pairs */
+        bool qkv_bias;
+        float *rope_factors; /* n_rot/2 divisors of the frequency (llama3 scaling), or NULL */
+} LlamaHParams;
+
+/* A weight matrix or vector: rows of ne0 values, ne1 rows, in a GGUF (ggml) type. */
+typedef struct LlamaTensor {
+        uint32_t type;      /* ggml type id */
+        uint64_t ne0, ne1;
+        const void *data;   /* into the mapped file */
+        uint64_t row_bytes;
+} LlamaTensor;
+
+typedef struct LlamaLayer {
+        LlamaTensor attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, gate, up, down;
+} LlamaLayer;
+
+typedef struct LlamaWeights {
+        LlamaHParams hp;
+        LlamaTensor token_embd, output_norm, output; /* output may alias token_embd (tied) */
+        LlamaLayer *layers;
+        uint64_t n_params;
+        uint32_t file_type;  /* ggml type of most weights */
+} LlamaWeights;
+
+/* Fills ret from the file's metadata and tensors (views into g, which must outlive ret);
+ * -EBADMSG with *ret_error for a missing or inconsistent piece, -EOPNOTSUPP for another arch. */
+int llama_weights_load(const Gguf *g, LlamaWeights *ret, char **ret_error);
+void llama_weights_done(LlamaWeights *w);
+/* Dequantizes one row to f32; n = ne0. */
+int llama_tensor_row(const LlamaTensor *t, uint64_t row, float *dst);
+/* Copies a whole 1-D tensor (norm weight, bias) to f32. */
+int llama_tensor_vector(const LlamaTensor *t, float *dst, uint64_t n);
+
+/* The f32 reference: state of one sequence (KV cache in f32). */
+typedef struct LlamaCpu LlamaCpu;
+int llama_cpu_new(const LlamaWeights *w, uint32_t n_ctx, LlamaCpu **ret);
+LlamaCpu *llama_cpu_free(LlamaCpu *c);
+/* Evaluates n tokens at positions len..len+n-1; logits of the last token into logits
+ * (n_vocab floats), or of every token into all_logits (n*n_vocab) when not NULL. */
+int llama_cpu_eval(LlamaCpu *c, const int32_t *tokens, size_t n, float *logits, float *all_logits);
+uint32_t llama_cpu_length(LlamaCpu *c);
+
+/* The Vulkan path. LlamaVk holds the per-model device state (weights of each precision
+ * variant); LlamaVkSeq a sequence's KV cache and recordings. */
+typedef struct LlamaVk LlamaVk;
+typedef struct LlamaVkSeq LlamaVkSeq;
+
+int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret);
+LlamaVk *llama_vk_free(LlamaVk *v);
+uint64_t llama_vk_variant_bytes(LlamaVk *v, QdPrecision p);
+int llama_vk_set_precision(LlamaVk *v, QdPrecision p);
+QdPrecision llama_vk_get_precision(LlamaVk *v);
+int llama_vk_drop_variants(LlamaVk *v, bool keep_current_only);
+uint64_t llama_vk_device_bytes(LlamaVk *v);
+
+int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret);
+LlamaVkSeq *llama_vk_seq_free(LlamaVkSeq *s);
+uint32_t llama_vk_seq_length(LlamaVkSeq *s);
+/* Evaluates n tokens. When want_logits, the last token's logits are downloaded into logits;
+ * always the greedy argmax and its log-probability are returned (ret_* may be NULL). */
+/* Profiling (benchmark): timestamps around the ops of the first layer in the next recordings;
+ * llama_vk_seq_profile() gives the names and the times (ns since start) of the last decode or
+ * prefill submission; returns their number. */
+void llama_vk_seq_set_profile(LlamaVkSeq *s, bool on);
+int llama_vk_seq_profile(LlamaVkSeq *s, bool decode, const char *const **ret_names, double *ret_ns);
+/* Downloads the logits of the last evaluated token (n_vocab floats). */
+int llama_vk_seq_logits(LlamaVkSeq *s, float *logits);
+int llama_vk_seq_eval(LlamaVkSeq *s, const int32_t *tokens, size_t n, bool want_logits,
+                      float *logits, int32_t *ret_argmax, float *ret_logprob);

@@ -1,0 +1,300 @@
+/* AWQ (Lin et al. 2023): per-input-channel scales s = mean|x|^α chosen by a grid search on the
+ * output error of the quantized, scaled weights, then an output-aware clipping search per group. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "macro.h"
+#include "quant-internal.h"
+#include "quant.h"
+
+/* e_gᵀ G e_g for one group, G the group's g × g Gram matrix of the scaled inputs. */
+static double group_quad(const double *G, const float *e, size_t g) {
+        double t = 0.0;
+        for (size_t a = 0; a < g; a++) {
+                double ra = 0.0;
+                for (size_t b = 0; b < g; b++)
+                        ra += G[a * g + b] * e[b];
+                t += e[a] * ra;
+        }
+        return t;
+}
+
+/* AWQ's auto_clip: per row and group clamp to ±T·absmax, T from a shrinking grid, keeping the T
+ * with least output error on the scaled inputs. Writes the clamped weights into ws. */
+static int clip_search(const QdQuantParams *p, const QdAwqOptions *o, const double *gram,
+                       float *ws, size_t cols) {
+        size_t g = p->group_size;
+        unsigned grid = o->clip_grid ? o->clip_grid : 20;
+        float shrink = o->clip_max_shrink > 0 ? o->clip_max_shrink : 0.5f;
+        unsigned steps = (unsigned) (shrink * (float) grid);
+        QdQuantParams mp = *p;
+        float cand[128], deq[128], e[128], best[128];
+        int8_t codes[128];
+
+        for (size_t k = 0; k < cols / g; k++) {
+                float *wg = ws + k * g;
+                const double *G = gram + k * g * g;
+                float amax = 0.0f;
+                for (size_t j = 0; j < g; j++)
+                        amax = MAX(amax, fabsf(wg[j]));
+                if (amax == 0.0f)
+                        continue;
+                double best_err = INFINITY;
+                for (unsigned i = 0; i <= steps; i++) {
+                        float T = amax * (1.0f - (float) i / (float) grid);
+                        for (size_t j = 0; j < g; j++)
+                                cand[j] = CLAMP(wg[j], -T, T);
+                        QdGroupScale s;
+                        int r = qd_quant_group_scale(&mp, cand, NULL, g, &s);
+                        if (r < 0)
+                                return r;
+                        for (size_t j = 0; j < g; j++) {
+                                codes[j] = (int8_t) qd_quant_code(p->type, &s, cand[j]);
+                                deq[j] = qd_quant_code_value(p->type, &s, codes[j]);
+                                e[j] = wg[j] - deq[j];
+                        }
+                        double err = group_quad(G, e, g);
+                        if (err < best_err) {
+                                best_err = err;
+                                memcpy(best, cand, g * sizeof(float));
+                        }
+                }
+                memcpy(wg, best, g * sizeof(float));
+        }
+        return 0;
+}
+
+typedef struct AwqCtx {
+        const QdQuantParams *p;
+        const QdAwqOptions *o;
+        const float *x;
+        size_t n_samples, cols, row_bytes;
+        const QdAwqLinear *lin;
+        size_t n_lin;
+        const size_t *row_start;  /* first global row of each linear, n_lin + 1 entries */
+        const float *s;
+        const double *gram;       /* NULL: no clipping */
+        bool write;               /* store dst / ret_w */
+        double *row_err;
+} AwqCtx;
+
+/* One output row: scale by s, clip (if gram), quantize, optionally store, and its output error
+ * Σ_t (x_t · (w - deq/s))² against the original weights. */
+static int awq_row(void *userdata, size_t gr) {
+        AwqCtx *c = userdata;
+        size_t l = 0, cols = c->cols;
+        while (gr >= c->row_start[l + 1])
+                l++;
+        size_t i = gr - c->row_start[l];
+        const float *w = c->lin[l].w + i * cols;
+        _cleanup_free_ float *ws = malloc(cols * sizeof(float));
+        _cleanup_free_ float *e = malloc(cols * sizeof(float));
+        _cleanup_free_ uint8_t *q = malloc(c->row_bytes);
+        if (!ws || !e || !q)
+                return -ENOMEM;
+        for (size_t j = 0; j < cols; j++)
+                ws[j] = w[j] * c->s[j];
+        int r;
+        if (c->gram) {
+                r = clip_search(c->p, c->o, c->gram, ws, cols);
+                if (r < 0)
+                        return r;
+        }
+        r = qd_quant_row(c->p, ws, NULL, cols, q);
+        if (r < 0)
+                return r;
+        if (c->write && c->lin[l].dst)
+                memcpy((uint8_t *) c->lin[l].dst + i * c->row_bytes, q, c->row_bytes);
+        if (c->write && c->lin[l].ret_w)
+                memcpy(c->lin[l].ret_w + i * cols, ws, cols * sizeof(float));
+        r = qd_dequant_row(c->p->type, c->p->group_size, q, e, cols);
+        if (r < 0)
+                return r;
+        for (size_t j = 0; j < cols; j++)
+                e[j] = w[j] - e[j] / c->s[j];
+        double total = 0.0;
+        for (size_t t = 0; t < c->n_samples; t++) {
+                const float *xt = c->x + t * cols;
+                double d = 0.0;
+                for (size_t j = 0; j < cols; j++)
+                        d += (double) xt[j] * e[j];
+                total += d * d;
+        }
+        c->row_err[gr] = total;
+        return 0;
+}
+
+/* Runs awq_row over every row of every linear; the sum is taken in row order, so the result does
+ * not depend on the thread count. */
+static int awq_pass(AwqCtx *c, unsigned n_threads, double *ret) {
+        size_t n_rows = c->row_start[c->n_lin];
+        int r = qd_parallel_for(n_rows, n_threads, awq_row, c);
+        if (r < 0)
+                return r;
+        double total = 0.0;
+        for (size_t i = 0; i < n_rows; i++)
+                total += c->row_err[i];
+        *ret = total;
+        return 0;
+}
+
+int qd_awq_quantize(const QdQuantParams *p, const QdAwqOptions *o, const float *x,
+                    size_t n_samples, size_t cols, QdAwqLinear *lin, size_t n_lin,
+                    float *ret_scales, QdAwqResult *ret) {
+        static const QdAwqOptions defaults = { .clip = true };
+        if (!p || !x || !lin || n_lin == 0 || n_samples == 0 || cols == 0)
+                return -EINVAL;
+        if (!o)
+                o = &defaults;
+        QdQuantParams qp = *p;
+        qp.group_size = p->group_size ? p->group_size : 32;
+        if (qp.type == QD_QTYPE_NF4 || !qd_quant_group_size_valid(qp.type, qp.group_size) ||
+            cols % qp.group_size != 0)
+                return -EINVAL;
+        for (size_t l = 0; l < n_lin; l++)
+                if (!lin[l].w || lin[l].rows == 0)
+                        return -EINVAL;
+        unsigned n_grid = o->n_grid ? o->n_grid : 20;
+        size_t g = qp.group_size;
+
+        _cleanup_free_ double *xmean = calloc(cols, sizeof(double));
+        _cleanup_free_ float *s = malloc(cols * sizeof(float));
+        _cleanup_free_ float *best_s = malloc(cols * sizeof(float));
+        if (!xmean || !s || !best_s)
+                return -ENOMEM;
+        for (size_t t = 0; t < n_samples; t++)
+                for (size_t j = 0; j < cols; j++)
+                        xmean[j] += fabsf(x[t * cols + j]);
+        for (size_t j = 0; j < cols; j++)
+                xmean[j] = MAX(xmean[j] / (double) n_samples, 1e-4);
+
+        size_t rs;
+        int r0 = qd_quant_row_size(qp.type, qp.group_size, cols, &rs);
+        if (r0 < 0)
+                return r0;
+        _cleanup_free_ size_t *row_start = malloc((n_lin + 1) * sizeof(size_t));
+        if (!row_start)
+                return -ENOMEM;
+        row_start[0] = 0;
+        for (size_t l = 0; l < n_lin; l++)
+                row_start[l + 1] = row_start[l] + lin[l].rows;
+        _cleanup_free_ double *row_err = malloc(row_start[n_lin] * sizeof(double));
+        if (!row_err)
+                return -ENOMEM;
+        unsigned n_threads = o->n_threads ? o->n_threads : 1;
+        AwqCtx ctx = {
+                .p = &qp,
+                .o = o,
+                .x = x,
+                .n_samples = n_samples,
+                .cols = cols,
+                .row_bytes = rs,
+                .lin = lin,
+                .n_lin = n_lin,
+                .row_start = row_start,
+                .row_err = row_err,
+        };
+
+        /* The searches run on an evenly spaced subset of the tokens when asked to. */
+        _cleanup_free_ float *xsub = NULL;
+        const float *xs = x;
+        size_t ns = n_samples;
+        if (o->max_tokens > 0 && o->max_tokens < n_samples) {
+                ns = o->max_tokens;
+                xsub = malloc(ns * cols * sizeof(float));
+                if (!xsub)
+                        return -ENOMEM;
+                for (size_t t = 0; t < ns; t++)
+                        memcpy(xsub + t * cols, x + (t * n_samples / ns) * cols, cols * sizeof(float));
+                xs = xsub;
+        }
+        ctx.x = xs;
+        ctx.n_samples = ns;
+
+        /* Grid over α in [0, 1]; α = 0 gives s = 1, plain RTN, so the result never loses to it. */
+        double err_rtn = 0.0, best_err = INFINITY;
+        float best_alpha = 0.0f;
+        unsigned total_steps = n_grid + 1;
+        for (unsigned i = 0; i < n_grid; i++) {
+                float alpha = n_grid > 1 ? (float) i / (float) (n_grid - 1) : 0.0f;
+                double lo = INFINITY, hi = 0.0;
+                for (size_t j = 0; j < cols; j++) {
+                        s[j] = (float) pow(xmean[j], alpha);
+                        lo = MIN(lo, (double) s[j]);
+                        hi = MAX(hi, (double) s[j]);
+                }
+                /* AWQ normalises by sqrt(max·min) so the scales centre on 1. */
+                float norm = (float) sqrt(lo * hi);
+                for (size_t j = 0; j < cols; j++)
+                        s[j] /= norm;
+                double err;
+                ctx.s = s;
+                int r = awq_pass(&ctx, n_threads, &err);
+                if (r < 0)
+                        return r;
+                if (i == 0)
+                        err_rtn = err;
+                if (err < best_err) {
+                        best_err = err;
+                        best_alpha = alpha;
+                        memcpy(best_s, s, cols * sizeof(float));
+                }
+                if (o->progress && o->progress(o->userdata, (double) (i + 1) / total_steps) != 0)
+                        return -ECANCELED;
+        }
+
+        /* Scaled weights W·diag(s), clipped against the scaled inputs X/s. */
+        _cleanup_free_ double *gram = NULL;
+        if (o->clip) {
+                gram = calloc(cols * g, sizeof(double));
+                if (!gram)
+                        return -ENOMEM;
+                for (size_t t = 0; t < ns; t++)
+                        for (size_t k = 0; k < cols / g; k++) {
+                                double *G = gram + k * g * g;
+                                const float *xt = xs + t * cols + k * g;
+                                const float *sk = best_s + k * g;
+                                for (size_t a = 0; a < g; a++) {
+                                        double xa = xt[a] / sk[a];
+                                        for (size_t b = 0; b < g; b++)
+                                                G[a * g + b] += xa * (xt[b] / sk[b]);
+                                }
+                        }
+        }
+
+        double err_final;
+        ctx.x = x;
+        ctx.n_samples = n_samples;
+        ctx.s = best_s;
+        ctx.gram = gram;
+        ctx.write = true;
+        int r = awq_pass(&ctx, n_threads, &err_final);
+        if (r < 0)
+                return r;
+        if (o->progress && o->progress(o->userdata, 1.0) != 0)
+                return -ECANCELED;
+
+        if (ret_scales)
+                memcpy(ret_scales, best_s, cols * sizeof(float));
+        if (ret)
+                *ret = (QdAwqResult) {
+                        .alpha = best_alpha,
+                        .err_rtn = err_rtn,
+                        .err_best = best_err,
+                        .err_final = err_final,
+                };
+        return 0;
+}
+
+int qd_fold_scales_into_norm(float *norm_w, const float *s, size_t cols) {
+        if (!norm_w || !s)
+                return -EINVAL;
+        for (size_t j = 0; j < cols; j++)
+                if (!(s[j] > 0.0f) || !isfinite(s[j]))
+                        return -EINVAL;
+        for (size_t j = 0; j < cols; j++)
+                norm_w[j] /= s[j];
+        return 0;
+}
