@@ -26,17 +26,6 @@ shared float16_t as[BM * ST];   // as[i * ST + e] = W[tm + i][kb + e]
 shared float16_t bs[BN * ST];   // bs[j * ST + e] = X[tn + j][kb + e]
 shared float cs[8u * 256u];     // per-subgroup 16 x 16 staging for partial edge tiles
 
-// Eight fp16 values packed in a uvec4 into shared memory (as or bs) at element o.
-#define store8(arr, o, a)                                 \
-    {                                                     \
-        f16vec2 h0_ = unpackFloat2x16((a).x), h1_ = unpackFloat2x16((a).y); \
-        f16vec2 h2_ = unpackFloat2x16((a).z), h3_ = unpackFloat2x16((a).w); \
-        arr[(o)] = h0_.x; arr[(o) + 1u] = h0_.y;          \
-        arr[(o) + 2u] = h1_.x; arr[(o) + 3u] = h1_.y;     \
-        arr[(o) + 4u] = h2_.x; arr[(o) + 5u] = h2_.y;     \
-        arr[(o) + 6u] = h3_.x; arr[(o) + 7u] = h3_.y;     \
-    }
-
 void main() {
     uint tid = gl_LocalInvocationID.x;
     uint tm = gl_WorkGroupID.x * BM, tn = gl_WorkGroupID.y * BN;
@@ -53,38 +42,22 @@ void main() {
         for (uint h = 0u; h < 2u; h++) {
             uint li = tid + h * WG;
             uint r = li / 4u, j = li % 4u;
-#if defined(W_F16)
-            if (pc.k % 8u == 0u) {  // fp16 rows 16-byte aligned: copy without converting
-                uvec4 a = tm + r < pc.m ? w4[((tm + r) * pc.k + kb) / 8u + j] : uvec4(0u);
-                store8(as, r * ST + 8u * j, a);
-            } else
-#endif
-            {
-                float v[8];
-                if (tm + r < pc.m)
-                    load_w8(tm + r, kb / 8u + j, v);
-                else
-                    for (uint i = 0u; i < 8u; i++)
-                        v[i] = 0.0;
+            float v[8];
+            if (tm + r < pc.m)
+                load_w8(tm + r, kb / 8u + j, v);
+            else
                 for (uint i = 0u; i < 8u; i++)
-                    as[r * ST + 8u * j + i] = float16_t(v[i]);
-            }
-#if defined(X_F16)
-            if (pc.k % 8u == 0u) {
-                uvec4 a = tn + r < pc.n ? x4[((tn + r) * pc.k + kb) / 8u + j] : uvec4(0u);
-                store8(bs, r * ST + 8u * j, a);
-            } else
-#endif
-            {
-                float xv[8];
-                if (tn + r < pc.n)
-                    load_x8(tn + r, kb / 8u + j, xv);
-                else
-                    for (uint i = 0u; i < 8u; i++)
-                        xv[i] = 0.0;
+                    v[i] = 0.0;
+            for (uint i = 0u; i < 8u; i++)
+                as[r * ST + 8u * j + i] = float16_t(v[i]);
+            float xv[8];
+            if (tn + r < pc.n)
+                load_x8(tn + r, kb / 8u + j, xv);
+            else
                 for (uint i = 0u; i < 8u; i++)
-                    bs[r * ST + 8u * j + i] = float16_t(xv[i]);
-            }
+                    xv[i] = 0.0;
+            for (uint i = 0u; i < 8u; i++)
+                bs[r * ST + 8u * j + i] = float16_t(xv[i]);
         }
         barrier();
         for (uint ks = 0u; ks < BK; ks += 16u) {
