@@ -16,6 +16,7 @@ typedef struct LoadJob {
         QdPrecision precision;
         QdModel *model;
         int r;
+        bool resident;                  /* already loaded when asked: nothing to read */
         uint64_t t0;
         ManagerLoadDone done;
         void *userdata;
@@ -32,7 +33,8 @@ static void load_job_unlink(Manager *m, LoadJob *j) {
 
 static void load_work(uv_work_t *w) {
         LoadJob *j = w->data;
-        j->r = qd_model_load(j->hold->engine, j->resolved, &j->model);
+        if (!j->resident)
+                j->r = qd_model_load(j->hold->engine, j->resolved, &j->model);
 }
 
 static void load_after(uv_work_t *w, int status) {
@@ -48,7 +50,13 @@ static void load_after(uv_work_t *w, int status) {
                 free(j->name);
         } else {
                 load_job_unlink(m, j);
-                if (r < 0) {
+                if (j->resident) {
+                        /* Unloaded meanwhile? Then this load raced an unload: say so. */
+                        mm = manager_find_model(m, j->name);
+                        r = mm && streq(mm->path, j->resolved) ? 0 : -EAGAIN;
+                        free(j->resolved);
+                        free(j->name);
+                } else if (r < 0) {
                         log_error_errno(r, "Failed to load model %s: %m", j->resolved);
                         free(j->resolved);
                         free(j->name);
@@ -80,7 +88,8 @@ int manager_load_model_async(Manager *m, const Caller *c, const char *path, cons
                 return r;
         }
         if (r > 0) {
-                /* Already resident: answer on the next loop iteration like any other load. */
+                /* Already resident: answered from the pool's completion like any other load. */
+                j->resident = true;
                 j->resolved = strdup(existing->path);
                 j->name = strdup(existing->name);
                 if (!j->resolved || !j->name) {
@@ -99,8 +108,6 @@ int manager_load_model_async(Manager *m, const Caller *c, const char *path, cons
         j->userdata = userdata;
         j->t0 = now_usec();
         j->work.data = j;
-        /* An already resident model is "loaded" again on the pool and dropped by
-         * manager_adopt_model(), which returns the resident one: one code path. */
         r = uv_queue_work(m->loop, &j->work, load_work, load_after);
         if (r >= 0)
                 m->hold->refs++;

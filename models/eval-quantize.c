@@ -516,6 +516,14 @@ int qd_quantize_file(const char *in_path, const char *out_path, const QdQuantize
                 if (h) {
                         QdGptqOptions go = { .act_order = true, .n_threads = o->n_threads };
                         r = qd_gptq_quantize(&tp, &go, f, rows, cols, h, out[i].data, NULL);
+                } else if (tp.range == QD_RANGE_MINMAX) {
+                        /* Plain RTN: ggml's reference quantizer, so the bytes equal llama-quantize's
+                         * (qd_quant_matrix rounds with the fp16-rounded scale and differs in a
+                         * few codes). */
+                        size_t rb = out[i].size / rows;
+                        for (size_t row = 0; row < rows && r >= 0; row++)
+                                r = ggml_quantize_row(ggml_of(tp.type), f + row * cols,
+                                                      (uint8_t *) out[i].data + row * rb, cols);
                 } else
                         r = qd_quant_matrix(&tp, f, NULL, rows, cols, o->n_threads, out[i].data, NULL);
                 if (r < 0) {

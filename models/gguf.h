@@ -5,6 +5,12 @@
  * ret_error is not NULL, a newly allocated message naming the problem ("tensor 'x': type 16
  * (iq2_xxs) is not supported"). Metadata strings are copied NUL-terminated at open; tensor data
  * pointers point into the map (or into the caller's buffer for gguf_open_memory()).
+ * Refused: bad magic, versions other than 2/3, big-endian files, counts or lengths beyond the
+ * file, unknown value types, arrays nested deeper than 4, duplicate keys or tensor names, keys or
+ * names with NUL bytes, tensor names of 64 bytes or more, 0 or more than 4 dimensions, a zero
+ * dimension, element counts or byte sizes that overflow, row lengths that are not a multiple of
+ * the block size, unknown or unsupported tensor types (named), general.alignment that is not a
+ * uint32 power of two, tensor offsets not aligned to it, and tensor data beyond the end.
  *
  * Writer: collect KVs and tensors, then write a v3 file with aligned tensor data, atomically
  * (temporary file in the same folder + rename), or into a malloc'ed buffer. */

@@ -60,18 +60,37 @@ static void log_stderr(void *userdata, const char *msg) {
         fprintf(stderr, "[%7.1fs] %s\n", (t.tv_sec - t0->tv_sec) + (t.tv_nsec - t0->tv_nsec) * 1e-9, msg);
 }
 
+/* A JSON string literal. */
+static void json_string(const char *s) {
+        putchar('"');
+        for (; *s; s++) {
+                unsigned char ch = *s;
+                if (ch == '"' || ch == '\\')
+                        printf("\\%c", ch);
+                else if (ch < 0x20)
+                        printf("\\u%04x", ch);
+                else
+                        putchar(ch);
+        }
+        putchar('"');
+}
+
 static void print_json(const char *model, const char *ref, const QdEvalReport *r, size_t n_ctx) {
-        printf("{\n  \"model\": \"%s\",\n  \"ctx\": %zu,\n  \"file_bytes\": %llu,\n"
+        printf("{\n  \"model\": ");
+        json_string(model);
+        printf(",\n  \"ctx\": %zu,\n  \"file_bytes\": %llu,\n"
                "  \"weight_elements\": %llu,\n  \"weight_bytes\": %llu,\n  \"bits_per_weight\": %.4f,\n"
                "  \"windows\": %zu,\n  \"scored\": %zu,\n  \"ppl\": %.6f,\n  \"ppl_err\": %.6f,\n  \"nll\": %.6f",
-               model, n_ctx, (unsigned long long) r->file_bytes, (unsigned long long) r->weight_elements,
+               n_ctx, (unsigned long long) r->file_bytes, (unsigned long long) r->weight_elements,
                (unsigned long long) r->weight_bytes, r->bpw, r->ppl.n_windows, r->ppl.n_scored, r->ppl.ppl,
                r->ppl.ppl_err, r->ppl.nll_mean);
         if (r->has_ref) {
-                printf(",\n  \"ref\": \"%s\",\n  \"ref_ppl\": %.6f,\n  \"delta_ppl_percent\": %.4f,\n"
+                printf(",\n  \"ref\": ");
+                json_string(ref);
+                printf(",\n  \"ref_ppl\": %.6f,\n  \"delta_ppl_percent\": %.4f,\n"
                        "  \"kl_mean\": %.6g,\n  \"kl_p99\": %.6g,\n  \"kl_max\": %.6g,\n  \"top1\": %.6f,\n"
                        "  \"tensors\": [",
-                       ref, r->ref_ppl.ppl, 100.0 * (r->ppl.ppl / r->ref_ppl.ppl - 1), r->dist.kl_mean,
+                       r->ref_ppl.ppl, 100.0 * (r->ppl.ppl / r->ref_ppl.ppl - 1), r->dist.kl_mean,
                        r->dist.kl_p99, r->dist.kl_max, r->dist.top1);
                 for (size_t i = 0; i < r->n_tensors; i++)
                         printf("%s\n    {\"name\": \"%s\", \"type\": \"%s\", \"sqnr_db\": %.3f, \"ideal_db\": %.2f}",

@@ -376,6 +376,54 @@ void qd_quant_pack_block(QdQuantType t, unsigned group_size, const QdGroupScale 
                 qs[j] = (uint8_t) ((codes[j] + off) | ((codes[j + h] + off) << 4));
 }
 
+/* ggml's truncating nibble: MIN(15, (int8_t) v) for v >= 0. */
+static inline int ggml_nibble(float v) {
+        if (!(v >= 0.0f))
+                return 0;
+        return MIN(15, (int) MIN(v, 127.0f));
+}
+
+/* MINMAX exactly as ggml's quantize_row_{q8_0,q4_0,q4_1}_ref, for any group size: the codes are
+ * taken with the f32 scale before it is rounded to fp16 (and Q8_0 rounds half away from zero,
+ * the 4-bit types truncate v + 0.5), so g = 32 gives llama-quantize's bytes. Codes here may
+ * differ from qd_quant_code() on the stored scale in rare near-ties. */
+static void ggml_minmax_codes(QdQuantType t, const float *x, unsigned g, QdGroupScale *ret,
+                              int8_t *codes) {
+        float amax = 0.0f, max = 0.0f, lo = x[0], hi = x[0];
+        for (unsigned j = 0; j < g; j++) {
+                if (amax < fabsf(x[j])) {
+                        amax = fabsf(x[j]);
+                        max = x[j];
+                }
+                lo = MIN(lo, x[j]);
+                hi = MAX(hi, x[j]);
+        }
+        float d, id;
+        switch (t) {
+        case QD_QTYPE_Q8_0:
+                d = amax / 127;
+                id = d != 0.0f ? 1.0f / d : 0.0f;
+                for (unsigned j = 0; j < g; j++)
+                        codes[j] = (int8_t) CLAMP(roundf(x[j] * id), -127.0f, 127.0f);
+                *ret = (QdGroupScale) { fp16_round(d), 0.0f };
+                return;
+        case QD_QTYPE_Q4_0:
+                d = max / -8;
+                id = d != 0.0f ? 1.0f / d : 0.0f;
+                for (unsigned j = 0; j < g; j++)
+                        codes[j] = (int8_t) (ggml_nibble(x[j] * id + 8.5f) - 8);
+                *ret = (QdGroupScale) { fp16_round(d), 0.0f };
+                return;
+        default: /* Q4_1 */
+                d = (hi - lo) / 15;
+                id = d != 0.0f ? 1.0f / d : 0.0f;
+                for (unsigned j = 0; j < g; j++)
+                        codes[j] = (int8_t) ggml_nibble((x[j] - lo) * id + 0.5f);
+                *ret = (QdGroupScale) { fp16_round(d), fp16_round(lo) };
+                return;
+        }
+}
+
 int qd_quant_row(const QdQuantParams *p, const float *x, const float *w, size_t n, void *dst) {
         if (!p || !x || !dst)
                 return -EINVAL;
@@ -388,6 +436,14 @@ int qd_quant_row(const QdQuantParams *p, const float *x, const float *w, size_t 
         for (size_t k = 0; k < n / g; k++) {
                 const float *xg = x + k * g;
                 QdGroupScale s;
+                if (p->range == QD_RANGE_MINMAX && p->type != QD_QTYPE_NF4) {
+                        for (unsigned j = 0; j < g; j++)
+                                if (!isfinite(xg[j]))
+                                        return -EINVAL;
+                        ggml_minmax_codes(p->type, xg, g, &s, codes);
+                        qd_quant_pack_block(p->type, g, &s, codes, (uint8_t *) dst + k * bb);
+                        continue;
+                }
                 int r = qd_quant_group_scale(p, xg, w ? w + k * g : NULL, g, &s);
                 if (r < 0)
                         return r;

@@ -48,7 +48,9 @@ int qd_quant_row_size(QdQuantType t, unsigned group_size, size_t n, size_t *ret)
 /* ---- round-to-nearest ------------------------------------------------------------------- */
 
 typedef enum QdQuantRange {
-        QD_RANGE_MINMAX,     /* the plain ggml choice: the group's extreme values are representable */
+        QD_RANGE_MINMAX,     /* the plain ggml choice, the extremes representable; qd_quant_row()
+                              * writes exactly ggml's quantize_row_*_ref bytes (codes from the
+                              * unrounded scale), other paths the nearest code for the stored one */
         QD_RANGE_CLIP,       /* search a grid of clipped ranges, keep the one with least (weighted)
                               * squared error, least-squares refit of the scale; never worse than
                               * MINMAX on the same group */

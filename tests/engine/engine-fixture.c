@@ -93,6 +93,11 @@ int fixture_write(const FixtureSpec *sp, const char *path) {
             (r = gguf_writer_add_f32(w, KEY("attention.layer_norm_rms_epsilon"), 1e-5f)) < 0 ||
             (r = gguf_writer_add_f32(w, KEY("rope.freq_base"), sp->rope_base > 0 ? sp->rope_base : 10000.0f)) < 0)
                 return r;
+        if (sp->rope_llama3 &&
+            ((r = gguf_writer_add_string(w, KEY("rope.scaling.type"), "llama3")) < 0 ||
+             (r = gguf_writer_add_f32(w, KEY("rope.scaling.factor"), 8.0f)) < 0 ||
+             (r = gguf_writer_add_u32(w, KEY("rope.scaling.original_context_length"), 8192)) < 0))
+                return r;
 
         float ws = 1.0f / sqrtf((float) E) * 1.7f;
         r = add(w, &b, &seed, "token_embd.weight", sp->wtype, E, sp->n_vocab, 1.0f, 0);

@@ -12,6 +12,7 @@ typedef struct FixtureSpec {
         GgmlType wtype;     /* type of the 2-D weights */
         bool tied;          /* no output.weight */
         bool rope_freqs;    /* add a llama3-style rope_freqs.weight */
+        bool rope_llama3;   /* llama3 rope scaling from <arch>.rope.scaling.* metadata instead */
         float rope_base;
         uint64_t seed;
 } FixtureSpec;

@@ -120,6 +120,34 @@ static void check_causal(const FixtureSpec *spec, const char *dir) {
         llama_weights_done(&w);
 }
 
+/* llama3 RoPE scaling from metadata: high frequencies unchanged, low ones divided by the
+ * factor, a smooth blend between (as the Llama 3.1 converter computes rope_freqs). */
+static void check_rope_llama3(const char *dir) {
+        FixtureSpec sp = {
+                .arch = "llama", .n_vocab = 40, .n_embd = 128, .n_layer = 1, .n_head = 2,
+                .n_head_kv = 1, .n_ff = 64, .wtype = GGML_TYPE_F16, .rope_llama3 = true,
+                .rope_base = 500000.0f, .seed = 3,
+        };
+        _cleanup_(gguf_closep) Gguf *g = NULL;
+        _cleanup_free_ char *path = NULL, *err = NULL;
+        LlamaWeights w = {};
+        bool blended = false;
+
+        assert(asprintf(&path, "%s/rope3.gguf", dir) > 0);
+        assert(fixture_write(&sp, path) == 0);
+        assert(gguf_open(path, &g, &err) == 0);
+        assert(llama_weights_load(g, &w, &err) == 0);
+        assert(w.hp.rope_factors && w.hp.n_rot == 64);
+        assert(w.hp.rope_factors[0] == 1.0f);
+        assert(w.hp.rope_factors[31] == 8.0f);
+        for (uint32_t i = 1; i < 32; i++) {
+                assert(w.hp.rope_factors[i] >= w.hp.rope_factors[i - 1]);
+                blended |= w.hp.rope_factors[i] > 1.0f && w.hp.rope_factors[i] < 8.0f;
+        }
+        assert(blended);
+        llama_weights_done(&w);
+}
+
 int main(void) {
         char *dir = fixture_tmpdir();
         FixtureSpec llama = {
@@ -137,6 +165,7 @@ int main(void) {
         check_model(&qwen, dir);
         check_causal(&llama, dir);
         check_causal(&qwen, dir);
+        check_rope_llama3(dir);
         assert(qd_precision_from_string("int8") == QD_PRECISION_INT8);
         assert(streq(qd_precision_to_string(QD_PRECISION_F16), "fp16"));
         assert(qd_precision_from_string("fp8") == QD_PRECISION_INVALID);

@@ -125,6 +125,10 @@ static void check_rtn_bytes(const char *ref, const char *path, GgmlType type) {
                 assert(ggml_row_size(t, n, &rb) == 0 && rb == tb->size);
                 q = malloc(rb);
                 assert(q && ggml_quantize_row(t, f, q, n) == 0);
+                size_t diff = 0;
+                for (size_t i = 0; i < rb; i++)
+                        diff += q[i] != ((const uint8_t *) tb->data)[i];
+                fprintf(stderr, "%s %s: %zu of %zu bytes differ\n", path, names[k], diff, rb);
                 assert(memcmp(q, tb->data, rb) == 0);
         }
 }

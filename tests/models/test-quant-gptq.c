@@ -61,9 +61,20 @@ static void test_identity_is_rtn(void) {
         QdQuantParams p = { .type = QD_QTYPE_Q4_0, .group_size = 32 };
         QdGptqOptions o = { .act_order = false };
         check(qd_gptq_quantize(&p, &o, W, ROWS, COLS, h, a, NULL) == 0);
-        check(qd_quant_matrix(&p, W, NULL, ROWS, COLS, 1, b, NULL) == 0);
-        size_t rs;
+        /* RTN with the nearest code for each stored scale (GPTQ's coding; ggml's MINMAX bytes
+         * take codes from the unrounded scale and differ in rare near-ties). */
+        size_t rs, bb = qd_quant_block_bytes(p.type, 32);
         check(qd_quant_row_size(p.type, 32, COLS, &rs) == 0);
+        for (size_t r = 0; r < ROWS; r++)
+                for (size_t k = 0; k < COLS / 32; k++) {
+                        QdGroupScale s;
+                        int8_t codes[32];
+                        const float *x = W + r * COLS + k * 32;
+                        check(qd_quant_group_scale(&p, x, NULL, 32, &s) == 0);
+                        for (size_t j = 0; j < 32; j++)
+                                codes[j] = (int8_t) qd_quant_code(p.type, &s, x[j]);
+                        qd_quant_pack_block(p.type, 32, &s, codes, b + r * rs + k * bb);
+                }
         check(memcmp(a, b, ROWS * rs) == 0);
 }
 
