@@ -116,7 +116,8 @@ uint64_t qvk_weight_row_bytes(QvkWeightType t, uint32_t k);
  * values (vector j at element j*k), fp32 or fp16 per x_f16. Y gets n vectors of m fp32 values
  * (vector j at element j*m). Picks matrix-vector (n = 1), batched matrix-vector (n ≤ 8) or
  * matrix-matrix kernels and the int-dot path where the device has it. scratch: a buffer the
- * launcher may use for quantized activations, at least qvk_matmul_scratch_bytes(). The binding
+ * launcher may use for quantized activations, at least qvk_matmul_scratch_bytes(k, n), which
+ * covers every call with that k and up to n columns. The binding
  * offsets of w, x and scratch must be multiples of 16 bytes (16-byte loads); else -EINVAL. */
 uint64_t qvk_matmul_scratch_bytes(QvkDevice *d, uint32_t k, uint32_t n);
 int qvk_matmul(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k,

@@ -62,6 +62,14 @@ int main(void) {
                f->subgroup_size_control, f->int_dot, f->int_dot_accelerated, f->coopmat_khr,
                f->coopmat_nv, f->memory_budget);
 
+        /* One scratch buffer sized for a whole batch must also serve shorter calls, which may
+         * take the int-dot path (a prompt of 3 tokens after sizing for 512 once failed). */
+        if (f->int_dot) {
+                ASSERT(qvk_matmul_scratch_bytes(d, 4096, 512) >= qvk_matmul_scratch_bytes(d, 4096, 8));
+                ASSERT(qvk_matmul_scratch_bytes(d, 4096, 8) >= qvk_matmul_scratch_bytes(d, 4096, 3));
+                ASSERT(qvk_matmul_scratch_bytes(d, 4096, 3) > 0);
+        }
+
         for (unsigned i = 0; i < N; i++) {
                 va[i] = (float) i * 0.5f;
                 vb[i] = 1000.0f - (float) i;
