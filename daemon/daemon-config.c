@@ -1,11 +1,9 @@
 /* Layered INI configuration (libinih): defaults < datadir < sysconfdir < drop-ins < overrides. */
 #include <dirent.h>
 #include <ini.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 
 #include "config.h"
 #include "daemon-config.h"
@@ -316,8 +314,11 @@ static int config_read_dropins(Config *c, const char *dir) {
         int n, r = 0;
 
         n = scandir(dir, &list, dropin_filter, alphasort);
-        if (n < 0)
-                return errno == ENOENT ? 0 : log_warning_errno(errno, "Failed to list %s, ignoring: %m", dir), 0;
+        if (n < 0) {
+                if (errno != ENOENT)
+                        log_warning_errno(errno, "Failed to list %s, ignoring: %m", dir);
+                return 0;
+        }
         for (int i = 0; i < n; i++) {
                 _cleanup_free_ char *p = NULL;
                 if (r >= 0 && asprintf(&p, "%s/%s", dir, list[i]->d_name) < 0)

@@ -325,6 +325,18 @@ static void *worker_main(void *userdata) {
                         active[n_active++] = r;
                 }
 
+                /* A sequence whose context is full would make the whole batch fail with
+                 * -ENOSPC: end it alone, before stepping the others. */
+                for (size_t i = 0; i < n_active;) {
+                        GenRequest *r = active[i];
+                        if (qd_sequence_length(r->seq) < (uint32_t) r->n_tokens + r->max_tokens) {
+                                i++;
+                                continue;
+                        }
+                        finish_request(mm, r, "length", true);
+                        active[i] = active[--n_active];
+                }
+
                 if (n_active > 0) {
                         int k;
 

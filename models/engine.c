@@ -424,17 +424,84 @@ int qd_sequence_step(QdSequence *s, const QdSampling *smp, int32_t *ret_token, f
         return 0;
 }
 
-int qd_model_step_batch(QdModel *m, QdSequence **seqs, const QdSampling *const *smps, size_t n,
-                        int32_t *ret_tokens, float *ret_logprobs) {
-        /* One sequence after the other for now: the weights are read once per sequence. */
-        for (size_t i = 0; i < n; i++) {
-                int r;
-                if (seqs[i]->m != m)
-                        return -EINVAL;
-                r = qd_sequence_step(seqs[i], smps ? smps[i] : NULL, ret_tokens ? &ret_tokens[i] : NULL,
-                                     ret_logprobs ? &ret_logprobs[i] : NULL);
+/* Picks the next token of s from its last logits (as qd_sequence_step() does), without
+ * evaluating it. */
+static int seq_choose(QdSequence *s, const QdSampling *smp, int32_t *ret_token, float *ret_logprob) {
+        int r;
+
+        if (sampling_is_greedy(smp)) {
+                *ret_token = s->argmax;
+                *ret_logprob = s->argmax_logprob;
+                return 0;
+        }
+        if (!s->logits_valid) {
+                r = llama_vk_seq_logits(s->vk, s->logits);
                 if (r < 0)
                         return r;
+                s->logits_valid = true;
+        }
+        qd_sampler_set_params(s->sampler, smp);
+        return qd_sampler_sample(s->sampler, s->logits, s->m->w.hp.n_vocab, ret_token, ret_logprob);
+}
+
+int qd_model_step_batch(QdModel *m, QdSequence **seqs, const QdSampling *const *smps, size_t n,
+                        int32_t *ret_tokens, float *ret_logprobs) {
+        _cleanup_free_ LlamaVkSeq **vs = NULL;
+        _cleanup_free_ int32_t *tok = NULL, *am = NULL;
+        _cleanup_free_ float *lp = NULL, *alp = NULL;
+        int r;
+
+        if (n == 0)
+                return 0;
+        /* Checked for all before any is stepped, so that a failure leaves every sequence as
+         * it was (except a sampler's random state on a later device error). */
+        for (size_t i = 0; i < n; i++) {
+                if (!seqs[i] || seqs[i]->m != m || !seqs[i]->evaluated)
+                        return -EINVAL;
+                if (qd_sequence_length(seqs[i]) >= seqs[i]->n_ctx)
+                        return -ENOSPC;
+                for (size_t k = 0; k < i; k++)
+                        if (seqs[k] == seqs[i])
+                                return -EINVAL;
+        }
+        if (!m->vk) {
+                /* The CPU reference steps one sequence after the other. */
+                for (size_t i = 0; i < n; i++) {
+                        r = qd_sequence_step(seqs[i], smps ? smps[i] : NULL, ret_tokens ? &ret_tokens[i] : NULL,
+                                             ret_logprobs ? &ret_logprobs[i] : NULL);
+                        if (r < 0)
+                                return r;
+                }
+                return 0;
+        }
+
+        vs = calloc(n, sizeof(*vs));
+        tok = calloc(n, sizeof(*tok));
+        am = calloc(n, sizeof(*am));
+        lp = calloc(n, sizeof(*lp));
+        alp = calloc(n, sizeof(*alp));
+        if (!vs || !tok || !am || !lp || !alp)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                vs[i] = seqs[i]->vk;
+                r = seq_choose(seqs[i], smps ? smps[i] : NULL, &tok[i], &lp[i]);
+                if (r < 0)
+                        return r;
+        }
+        /* All chosen tokens in one batch: each weight matrix is read once for all columns. */
+        r = llama_vk_batch_eval(m->vk, vs, tok, n, am, alp);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                QdSequence *s = seqs[i];
+                s->argmax = am[i];
+                s->argmax_logprob = alp[i];
+                s->logits_valid = false; /* downloaded when sampling or asked for */
+                qd_sampler_accept(s->sampler, tok[i]);
+                if (ret_tokens)
+                        ret_tokens[i] = tok[i];
+                if (ret_logprobs)
+                        ret_logprobs[i] = lp[i];
         }
         return 0;
 }

@@ -136,7 +136,7 @@ static int calibrate(const char *in_path, const QdQuantizeOptions *o, Calib *c, 
         _cleanup_free_ float *logits = NULL;
         const uint32_t *tok = o->calib_tokens;
         size_t n_tok = o->n_calib_tokens;
-        size_t n_ctx = o->n_ctx ? o->n_ctx : 256, n_samples = o->n_samples ? o->n_samples : 8;
+        size_t n_ctx = o->n_ctx ? o->n_ctx : 256, n_samples = o->n_samples ? o->n_samples : 32;
         int r;
 
         r = qd_eval_model_load(in_path, &m, ret_error);

@@ -2,6 +2,7 @@
  * against a reference model, per-tensor SQNR against the reference's weights, size per weight. */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -88,6 +89,24 @@ static int weights_report(const char *path, const char *ref_path, QdEvalReport *
         return 0;
 }
 
+typedef struct Progress {
+        QdEvalModel *m;
+        const QdEvalOptions *o;
+        const char *what;
+        size_t calls, total;
+} Progress;
+
+static int logits_progress(void *userdata, const uint32_t *tokens, size_t n, float *ret_logits) {
+        Progress *p = userdata;
+        char msg[128];
+
+        if (p->o && p->o->log) {
+                snprintf(msg, sizeof(msg), "%s: window %zu/%zu", p->what, ++p->calls, p->total);
+                p->o->log(p->o->userdata, msg);
+        }
+        return qd_eval_forward(p->m, tokens, n, ret_logits, NULL, NULL);
+}
+
 int qd_eval_tokens(const char *model_path, const char *ref_path, const uint32_t *tokens,
                    size_t n_tokens, int64_t bos, const QdEvalOptions *o, QdEvalReport *ret) {
         _cleanup_(qd_eval_model_freep) QdEvalModel *m = NULL, *ref = NULL;
@@ -102,17 +121,22 @@ int qd_eval_tokens(const char *model_path, const char *ref_path, const uint32_t 
         r = qd_eval_model_load(model_path, &m, NULL);
         if (r < 0)
                 return r;
+        size_t total = n_tokens / po.n_ctx;
+        if (po.max_windows)
+                total = MIN(total, po.max_windows);
+        Progress pm = { .m = m, .o = o, .what = "model", .total = total };
         if (ref_path) {
                 r = qd_eval_model_load(ref_path, &ref, NULL);
                 if (r < 0)
                         return r;
                 if (qd_eval_model_n_vocab(ref) != qd_eval_model_n_vocab(m))
                         return -EINVAL;
-                r = qd_ppl_compare(tokens, n_tokens, qd_eval_model_n_vocab(m), &po, qd_eval_logits_fn, ref,
-                                   qd_eval_logits_fn, m, &rep.ref_ppl, &rep.ppl, &rep.dist);
+                Progress pr = { .m = ref, .o = o, .what = "reference", .total = total };
+                r = qd_ppl_compare(tokens, n_tokens, qd_eval_model_n_vocab(m), &po, logits_progress, &pr,
+                                   logits_progress, &pm, &rep.ref_ppl, &rep.ppl, &rep.dist);
                 rep.has_ref = true;
         } else
-                r = qd_ppl_eval(tokens, n_tokens, qd_eval_model_n_vocab(m), &po, qd_eval_logits_fn, m, &rep.ppl);
+                r = qd_ppl_eval(tokens, n_tokens, qd_eval_model_n_vocab(m), &po, logits_progress, &pm, &rep.ppl);
         if (r < 0)
                 return r;
         r = weights_report(model_path, ref_path, &rep);

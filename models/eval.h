@@ -64,7 +64,7 @@ typedef struct QdQuantizeOptions {
         QdQuantType type;              /* Q8_0, Q4_0 or Q4_1 (group 32, GGUF layouts) */
         QdQuantizeMethod method;
         /* Calibration (GPTQ, AWQ): tokens if given, else text (else a built-in English sample),
-         * cut into n_samples windows of n_ctx tokens (0: 8 and 256). */
+         * cut into n_samples windows of n_ctx tokens (0: 32 and 256). */
         const uint32_t *calib_tokens;
         size_t n_calib_tokens;
         const char *calib_text;
@@ -109,6 +109,9 @@ void qd_eval_report_done(QdEvalReport *r);
 typedef struct QdEvalOptions {
         size_t n_ctx;            /* 0: 512 */
         size_t max_windows;      /* 0: all */
+        /* Progress messages ("window 3/19"), may be NULL. */
+        void (*log)(void *userdata, const char *msg);
+        void *userdata;
 } QdEvalOptions;
 
 /* Perplexity of model over tokens (llama.cpp's protocol, see qd_ppl_eval); with ref (may be

@@ -7,58 +7,10 @@
 #include <string.h>
 
 #include "ggml-types.h"
+#include "llama-vulkan-internal.h"
 #include "macro.h"
-#include "model-llama.h"
 
 #define UBATCH 512u
-#define ALIGN 256u
-
-typedef struct VkTensor {
-        QvkWeightType wt;
-        uint64_t off, bytes;
-        uint32_t m, k;
-} VkTensor;
-
-/* Q/K/V and gate/up are fused: their rows follow each other in one format, so that one matrix
- * product computes them (fewer dispatches per token). */
-typedef struct VkLayerW {
-        VkTensor qkv, wo, gu, down;
-} VkLayerW;
-
-typedef struct Variant {
-        QvkBuffer **bufs; /* one per layer, the last for the output head */
-        VkLayerW *layers;
-        VkTensor output;
-        uint64_t bytes;
-} Variant;
-
-struct LlamaVk {
-        QvkDevice *d;
-        const LlamaWeights *w;
-        bool kv_f16;
-        QvkBuffer *table;  /* token embeddings, f16 (f32 without 16-bit storage) */
-        QvkBuffer *common; /* norms, biases, rope angles: f32 */
-        uint64_t off_out_norm, off_freq, *off_attn_norm, *off_ffn_norm, *off_bias;
-        uint64_t common_bytes, table_bytes;
-        Variant var[_QD_PRECISION_MAX];
-        QdPrecision cur;
-        uint64_t generation;
-        QvkPipeline *p_get_rows, *p_norm, *p_add_norm, *p_silu, *p_rope, *p_attn, *p_attn_reduce, *p_argmax;
-};
-
-struct LlamaVkSeq {
-        LlamaVk *v;
-        uint32_t n_ctx, len, ubatch;
-        uint64_t kv_stride; /* bytes of one layer's K (or V) cache */
-        QvkBuffer *kc, *vc, *x, *xb, *qkv, *q, *att, *o, *gu, *g, *xlast, *logits, *scratch;
-        QvkBuffer *tokens, *params, *result, *part;
-        uint32_t kps, n_split; /* decode attention: keys per split, splits */
-        QvkCmd *cmd_decode, *cmd_prefill;
-        uint64_t gen_decode, gen_prefill;
-        uint32_t prefill_n;
-        bool profile;      /* timestamps around the ops of the first layer */
-        uint32_t n_stamps;
-};
 
 static const char *const stamp_names[] = {
         "start", "get_rows", "rmsnorm", "qkv matmul", "rope+kv store", "attention", "wo matmul",
@@ -350,6 +302,8 @@ uint64_t llama_vk_device_bytes(LlamaVk *v) {
 LlamaVk *llama_vk_free(LlamaVk *v) {
         if (!v)
                 return NULL;
+        llama_vk_batch_done(&v->batch);
+        qvk_cmd_free(v->batch.cmd);
         for (int p = 0; p < _QD_PRECISION_MAX; p++)
                 variant_free(v, &v->var[p]);
         qvk_buffer_free(v->table);
@@ -532,6 +486,7 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
         if (!s)
                 return -ENOMEM;
         s->v = v;
+        s->id = ++v->next_seq_id;
         s->n_ctx = n_ctx;
         s->ubatch = MIN(UBATCH, n_ctx);
         s->kv_stride = ALIGN_TO((uint64_t) n_ctx * nkv * (v->kv_f16 ? 2 : 4), ALIGN);
@@ -578,12 +533,16 @@ uint32_t llama_vk_seq_length(LlamaVkSeq *s) {
         return s->len;
 }
 
-#define B(b_, o_, s_) ((QvkBinding) { .buf = (b_), .offset = (o_), .size = (s_) })
+
+int llama_vk_mm(QvkCmd *c, QvkBuffer *scratch, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *x,
+                QvkBuffer *y, uint32_t n) {
+        return qvk_matmul(c, t->wt, B(wbuf, t->off, t->bytes), t->m, t->k, B(x, 0, (uint64_t) n * t->k * 4),
+                          false, n, B(y, 0, (uint64_t) n * t->m * 4), B(scratch, 0, 0));
+}
 
 static int mm(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *x,
               QvkBuffer *y, uint32_t n) {
-        return qvk_matmul(c, t->wt, B(wbuf, t->off, t->bytes), t->m, t->k, B(x, 0, (uint64_t) n * t->k * 4),
-                          false, n, B(y, 0, (uint64_t) n * t->m * 4), B(s->scratch, 0, 0));
+        return llama_vk_mm(c, s->scratch, wbuf, t, x, y, n);
 }
 
 static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
@@ -785,3 +744,4 @@ int llama_vk_seq_eval(LlamaVkSeq *s, const int32_t *tokens, size_t n, bool want_
                 return llama_vk_seq_logits(s, logits);
         return 0;
 }
+

@@ -85,3 +85,12 @@ int llama_vk_seq_profile(LlamaVkSeq *s, bool decode, const char *const **ret_nam
 int llama_vk_seq_logits(LlamaVkSeq *s, float *logits);
 int llama_vk_seq_eval(LlamaVkSeq *s, const int32_t *tokens, size_t n, bool want_logits,
                       float *logits, int32_t *ret_argmax, float *ret_logprob);
+/* Evaluates tokens[i] at the end of seqs[i] (distinct sequences of v) in one batched decode:
+ * each linear layer reads its weights once for all n columns (in submissions of at most 64),
+ * RoPE, the KV store and attention use each sequence's own cache and position. Afterwards
+ * each sequence is as after llama_vk_seq_eval() of its token: llama_vk_seq_logits() gives its
+ * logits; its greedy argmax and log-probability go to ret_argmax[i], ret_logprob[i] (may be
+ * NULL). -ENOSPC when a sequence is full, -EINVAL for a bad token or a repeated sequence;
+ * nothing is evaluated then. */
+int llama_vk_batch_eval(LlamaVk *v, LlamaVkSeq *const *seqs, const int32_t *tokens, size_t n,
+                        int32_t *ret_argmax, float *ret_logprob);

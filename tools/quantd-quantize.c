@@ -185,7 +185,8 @@ int main(int argc, char **argv) {
                 _cleanup_free_ char *buf = NULL;
                 size_t len;
                 QdEvalReport rep = {};
-                QdEvalOptions eo = { .n_ctx = ctx ? ctx : 512, .max_windows = chunks };
+                QdEvalOptions eo = { .n_ctx = ctx ? ctx : 512, .max_windows = chunks, .log = log_stderr,
+                                     .userdata = &t0 };
 
                 if (!text || optind != argc) {
                         usage(stderr);

@@ -2,14 +2,16 @@
  * Llama-3-8B-shaped model built in memory (layers share their random source matrices, so no
  * 16 GB file is written), in F16, Q8_0 and Q4_0. Not a test: run by hand on the GPU machine.
  *   quantd-engine-bench [--layers N] [--embd N] [--ff N] [--heads N] [--kv-heads N]
- *                       [--vocab N] [--pp N] [--tg N] [--reps N] [--device SEL] */
+ *                       [--vocab N] [--pp N] [--tg N] [--reps N] [--batch N] [--device SEL]
+ * --batch N adds a batched decode measurement: N sequences stepped together for tg steps
+ * (llama_vk_batch_eval), tokens/s summed over the N sequences. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench-model.h"
 #include "ggml-types.h"
 #include "macro.h"
 #include "model-llama.h"
@@ -18,33 +20,43 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(QvkDevice *, qvk_device_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVk *, llama_vk_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVkSeq *, llama_vk_seq_free);
 
-static double now(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return ts.tv_sec + ts.tv_nsec * 1e-9;
+static void bench_model_donep(BenchModel *m) {
+        bench_model_done(m);
 }
 
-static uint16_t *random_f16(uint64_t n, float scale, uint64_t seed) {
-        uint16_t *p = malloc(n * sizeof(uint16_t));
-        uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
-        if (!p)
-                return NULL;
-        for (uint64_t i = 0; i < n; i++) {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                float f = ((float) (s >> 40) / (float) (1 << 24) * 2.0f - 1.0f) * scale;
-                p[i] = qd_fp32_to_fp16(f);
+/* n sequences of one token each, then tg batched decode steps; tokens/s over all of them. */
+static int bench_batch(LlamaVk *v, uint32_t n, uint32_t tg, uint32_t reps, uint32_t V, double *ret) {
+        _cleanup_free_ LlamaVkSeq **seqs = calloc(n, sizeof(*seqs));
+        _cleanup_free_ int32_t *tok = calloc(n, sizeof(int32_t));
+        double sum = 0;
+        int r = 0;
+
+        if (!seqs || !tok)
+                return -ENOMEM;
+        for (uint32_t rep = 0; rep <= reps && r >= 0; rep++) { /* rep 0 warms up */
+                for (uint32_t i = 0; i < n && r >= 0; i++) {
+                        tok[i] = (i * 7919u + 1) % V;
+                        r = llama_vk_seq_new(v, tg + 16, &seqs[i]);
+                        if (r >= 0)
+                                r = llama_vk_seq_eval(seqs[i], &tok[i], 1, false, NULL, &tok[i], NULL);
+                }
+                double a = bench_now();
+                for (uint32_t i = 0; r >= 0 && i < tg; i++)
+                        r = llama_vk_batch_eval(v, seqs, tok, n, tok, NULL);
+                double b = bench_now();
+                if (r >= 0 && rep > 0)
+                        sum += (double) n * tg / (b - a);
+                for (uint32_t i = 0; i < n; i++)
+                        seqs[i] = llama_vk_seq_free(seqs[i]);
         }
-        return p;
-}
-
-static LlamaTensor mat(const void *data, uint64_t ne0, uint64_t ne1) {
-        return (LlamaTensor) { .type = GGML_TYPE_F16, .ne0 = ne0, .ne1 = ne1, .data = data, .row_bytes = ne0 * 2 };
+        if (r < 0)
+                return r;
+        *ret = sum / reps;
+        return 0;
 }
 
 int main(int argc, char **argv) {
-        uint32_t L = 32, E = 4096, F = 14336, H = 32, HKV = 8, V = 128256, pp = 512, tg = 128, reps = 3;
+        uint32_t L = 32, E = 4096, F = 14336, H = 32, HKV = 8, V = 128256, pp = 512, tg = 128, reps = 3, batch = 0;
         const char *dev = NULL;
         static const struct option opts[] = {
                 { "layers", required_argument, NULL, 'l' }, { "embd", required_argument, NULL, 'e' },
@@ -52,6 +64,7 @@ int main(int argc, char **argv) {
                 { "kv-heads", required_argument, NULL, 'k' }, { "vocab", required_argument, NULL, 'v' },
                 { "pp", required_argument, NULL, 'p' },     { "tg", required_argument, NULL, 't' },
                 { "reps", required_argument, NULL, 'r' },   { "device", required_argument, NULL, 'd' },
+                { "batch", required_argument, NULL, 'b' },
                 {}
         };
         int c, r;
@@ -69,40 +82,17 @@ int main(int argc, char **argv) {
                 case 't': tg = v; break;
                 case 'r': reps = v; break;
                 case 'd': dev = optarg; break;
+                case 'b': batch = v; break;
                 default: return 2;
                 }
         }
         if (!L || !E || !F || !H || !HKV || !V || pp < 2 || !tg || !reps || E % H || H % HKV)
                 return 2;
 
-        uint32_t hd = E / H, nkv = HKV * hd;
-        _cleanup_free_ uint16_t *wa = random_f16((uint64_t) E * E, 0.03f, 1);
-        _cleanup_free_ uint16_t *wb = random_f16((uint64_t) E * nkv, 0.03f, 2);
-        _cleanup_free_ uint16_t *wc = random_f16((uint64_t) E * F, 0.03f, 3);
-        _cleanup_free_ uint16_t *wd = random_f16((uint64_t) F * E, 0.015f, 4);
-        _cleanup_free_ uint16_t *emb = random_f16((uint64_t) V * E, 0.5f, 5);
-        _cleanup_free_ float *ones = malloc(E * sizeof(float));
-        _cleanup_free_ LlamaLayer *layers = calloc(L, sizeof(LlamaLayer));
-        if (!wa || !wb || !wc || !wd || !emb || !ones || !layers)
+        _cleanup_(bench_model_donep) BenchModel bm = {};
+        r = bench_model_init(&bm, L, E, F, H, HKV, V);
+        if (r < 0)
                 return fprintf(stderr, "out of memory\n"), 1;
-        for (uint32_t i = 0; i < E; i++)
-                ones[i] = 1.0f;
-        LlamaTensor norm = { .type = GGML_TYPE_F32, .ne0 = E, .ne1 = 1, .data = ones, .row_bytes = E * 4 };
-        for (uint32_t l = 0; l < L; l++)
-                layers[l] = (LlamaLayer) {
-                        .attn_norm = norm, .ffn_norm = norm,
-                        .wq = mat(wa, E, E), .wk = mat(wb, E, nkv), .wv = mat(wb, E, nkv), .wo = mat(wa, E, E),
-                        .gate = mat(wc, E, F), .up = mat(wc, E, F), .down = mat(wd, F, E),
-                };
-        LlamaWeights w = {
-                .hp = { .arch = "llama", .n_vocab = V, .n_ctx_train = 8192, .n_embd = E, .n_layer = L,
-                        .n_head = H, .n_head_kv = HKV, .n_ff = F, .head_dim = hd, .n_rot = hd,
-                        .eps = 1e-5f, .rope_base = 500000.0f, .rope_freq_scale = 1.0f },
-                .token_embd = mat(emb, E, V),
-                .output_norm = norm,
-                .output = mat(emb, E, V),
-                .layers = layers,
-        };
 
         _cleanup_(qvk_device_freep) QvkDevice *d = NULL;
         _cleanup_(llama_vk_freep) LlamaVk *v = NULL;
@@ -114,11 +104,11 @@ int main(int argc, char **argv) {
                f->fp16, f->int_dot, f->int_dot_accelerated, f->coopmat_khr, f->coopmat_nv, f->subgroup_size);
         printf("model: layers %u, embd %u, ff %u, heads %u/%u, vocab %u; pp%u, tg%u, %u reps\n", L, E, F, H,
                HKV, V, pp, tg, reps);
-        double t0 = now();
-        r = llama_vk_new(d, &w, &v);
+        double t0 = bench_now();
+        r = llama_vk_new(d, &bm.w, &v);
         if (r < 0)
                 return fprintf(stderr, "llama_vk_new: %s\n", strerror(-r)), 1;
-        printf("common upload %.1f s\n", now() - t0);
+        printf("common upload %.1f s\n", bench_now() - t0);
 
         int32_t *tokens = calloc(pp, sizeof(int32_t));
         if (!tokens)
@@ -127,14 +117,14 @@ int main(int argc, char **argv) {
                 tokens[i] = (i * 7919u) % V;
 
         for (QdPrecision p = QD_PRECISION_F16; p < _QD_PRECISION_MAX; p++) {
-                t0 = now();
+                t0 = bench_now();
                 r = llama_vk_set_precision(v, p);
                 if (r < 0)
                         return fprintf(stderr, "set_precision %s: %s\n", qd_precision_to_string(p), strerror(-r)), 1;
                 (void) llama_vk_drop_variants(v, true);
                 QvkWeightType wt = p == QD_PRECISION_F16 ? QVK_W_F16 : p == QD_PRECISION_INT8 ? QVK_W_Q8_0 : QVK_W_Q4_0;
                 printf("%s: weights %.2f GiB, built in %.1f s; kernels: n=1 %s", qd_precision_to_string(p),
-                       llama_vk_variant_bytes(v, p) / 1073741824.0, now() - t0, qvk_matmul_kernel(d, wt, false, E, 1));
+                       llama_vk_variant_bytes(v, p) / 1073741824.0, bench_now() - t0, qvk_matmul_kernel(d, wt, false, E, 1));
                 printf(", n=%u %s\n", pp, qvk_matmul_kernel(d, wt, false, E, pp));
                 double pp_sum = 0, tg_sum = 0;
                 for (uint32_t rep = 0; rep <= reps; rep++) { /* rep 0 warms up */
@@ -143,17 +133,17 @@ int main(int argc, char **argv) {
                         if ((r = llama_vk_seq_new(v, pp + tg + 16, &s1)) < 0 ||
                             (r = llama_vk_seq_new(v, tg + 16, &s2)) < 0)
                                 return fprintf(stderr, "seq: %s\n", strerror(-r)), 1;
-                        double a = now();
+                        double a = bench_now();
                         r = llama_vk_seq_eval(s1, tokens, pp, false, NULL, &tok, NULL);
-                        double b = now();
+                        double b = bench_now();
                         if (r < 0)
                                 return fprintf(stderr, "prefill: %s\n", strerror(-r)), 1;
                         tok = 1;
                         r = llama_vk_seq_eval(s2, &tok, 1, false, NULL, &tok, NULL);
-                        double cstart = now();
+                        double cstart = bench_now();
                         for (uint32_t i = 0; r >= 0 && i < tg; i++)
                                 r = llama_vk_seq_eval(s2, &tok, 1, false, NULL, &tok, NULL);
-                        double cend = now();
+                        double cend = bench_now();
                         if (r < 0)
                                 return fprintf(stderr, "decode: %s\n", strerror(-r)), 1;
                         if (rep > 0) {
@@ -163,6 +153,15 @@ int main(int argc, char **argv) {
                 }
                 printf("RESULT %s pp%u %.1f tok/s  tg%u %.1f tok/s\n", qd_precision_to_string(p), pp,
                        pp_sum / reps, tg, tg_sum / reps);
+                if (batch > 0) {
+                        double tps;
+                        r = bench_batch(v, batch, tg, reps, V, &tps);
+                        if (r < 0)
+                                return fprintf(stderr, "batched decode: %s\n", strerror(-r)), 1;
+                        printf("RESULT %s batch%u tg%u %.1f tok/s (summed over the sequences; kernel n=%u %s)\n",
+                               qd_precision_to_string(p), batch, tg, tps, batch,
+                               qvk_matmul_kernel(d, wt, false, E, batch));
+                }
                 /* Where the time goes: one profiled prefill and decode step, first layer per op. */
                 {
                         _cleanup_(llama_vk_seq_freep) LlamaVkSeq *sp = NULL;

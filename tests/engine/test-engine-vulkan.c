@@ -1,9 +1,15 @@
 /* Vulkan forward pass against the CPU reference on random fixtures: logits after a prompt
  * prefill and after several single-token decode steps, for llama and qwen2 fixtures with F16,
  * Q8_0 and Q4_0 weights (bounded normalised error per format), the requantized INT8/INT4
- * variants of an F16 file, and a precision switch in the middle of a generation. */
+ * variants of an F16 file, and a precision switch in the middle of a generation.
+ * Batched decode (qd_model_step_batch): sequences of different prompt lengths and contexts
+ * stepped together give the tokens and logits of stepping each alone, through a precision
+ * switch, with sequences leaving the batch, a batch of 1, a sampled column, and more than 8
+ * columns (matrix-matrix kernel). */
 #include <assert.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +146,127 @@ static void check_switch(QdEngine *cpu, QdEngine *gpu, const char *path, uint32_
         assert(info.device_bytes >= qd_model_variant_bytes(mg, QD_PRECISION_F16));
 }
 
+
+#define N_BATCH_MAX 10
+
+/* Steps seqs[0..n) in one batch and refs[0..n) (the same prompts, same model) one by one;
+ * tokens must be equal and logits within bound. */
+static void batch_vs_single(QdModel *m, QdSequence **seqs, QdSequence **refs, const QdSampling *const *smps,
+                            size_t n, uint32_t V, double bound, double *worst) {
+        int32_t tb[N_BATCH_MAX], ts;
+        float lb[N_BATCH_MAX], ls;
+
+        assert(n <= N_BATCH_MAX);
+        assert(qd_model_step_batch(m, seqs, smps, n, tb, lb) == 0);
+        for (size_t i = 0; i < n; i++) {
+                assert(qd_sequence_step(refs[i], smps ? smps[i] : NULL, &ts, &ls) == 0);
+                if (tb[i] != ts) {
+                        printf("  batch of %zu, column %zu: token %d != alone %d  FAILED\n", n, i, tb[i], ts);
+                        failures++;
+                }
+                if (!(lb[i] <= 0 && fabsf(lb[i] - ls) < 1e-3f)) {
+                        printf("  batch of %zu, column %zu: logprob %g != alone %g  FAILED\n", n, i, lb[i], ls);
+                        failures++;
+                }
+                assert(qd_sequence_length(seqs[i]) == qd_sequence_length(refs[i]));
+                *worst = MAX(*worst, fixture_nmse(qd_sequence_logits(seqs[i]), qd_sequence_logits(refs[i]), V));
+        }
+}
+
+static void check_batch(QdEngine *gpu, const char *path, uint32_t V, double bound, uint64_t seed) {
+        _cleanup_(qd_model_freep) QdModel *m = NULL;
+        QdSequence *seqs[N_BATCH_MAX] = {}, *refs[N_BATCH_MAX] = {};
+        /* n_ctx 64: attention in one split; 96, 160: split-K with the reduction */
+        static const uint32_t prompt[] = { 5, 17, 2, 11 }, ctx[] = { 64, 96, 160, 96 };
+        static const uint32_t finish[] = { 9, 4, 9, 6 }; /* steps before leaving the batch */
+        const size_t NS = ELEMENTSOF(prompt);
+        QdSequence *bs[N_BATCH_MAX], *br[N_BATCH_MAX];
+        double worst = 0;
+        char what[96];
+        int32_t tok[32];
+
+        assert(qd_model_load(gpu, path, &m) == 0);
+        assert(qd_model_set_precision(m, QD_PRECISION_F16) == 0);
+        for (size_t i = 0; i < NS; i++) {
+                for (uint32_t k = 0; k < prompt[i]; k++)
+                        tok[k] = fixture_rand(&seed) % V;
+                assert(qd_sequence_new(m, ctx[i], &seqs[i]) == 0);
+                assert(qd_sequence_new(m, ctx[i], &refs[i]) == 0);
+                assert(qd_sequence_prefill(seqs[i], tok, prompt[i]) == 0);
+                assert(qd_sequence_prefill(refs[i], tok, prompt[i]) == 0);
+        }
+        /* Greedy; sequences leave when their steps are done; fp16 -> int8 after step 3,
+         * -> int4 after step 6. */
+        for (uint32_t step = 0; step < 9; step++) {
+                size_t n = 0;
+                if (step == 3)
+                        assert(qd_model_set_precision(m, QD_PRECISION_INT8) == 0);
+                if (step == 6)
+                        assert(qd_model_set_precision(m, QD_PRECISION_INT4) == 0);
+                for (size_t i = 0; i < NS; i++)
+                        if (step < finish[i]) {
+                                bs[n] = seqs[i];
+                                br[n++] = refs[i];
+                        }
+                batch_vs_single(m, bs, br, NULL, n, V, bound, &worst);
+        }
+        snprintf(what, sizeof(what), "batch of %zu vs alone, 9 greedy steps: nmse", NS);
+        expect(worst < bound, what, worst, bound);
+
+        /* A batch of 1 is a single step. */
+        worst = 0;
+        batch_vs_single(m, &seqs[1], &refs[1], NULL, 1, V, bound, &worst);
+        expect(worst < bound, "batch of 1 vs alone: nmse", worst, bound);
+
+        /* A sampled column next to greedy ones: same seeded draw from the same logits. */
+        QdSampling smp, greedy;
+        qd_sampling_init(&smp);
+        qd_sampling_init(&greedy);
+        smp.temperature = 0.9f;
+        smp.top_k = 20;
+        smp.seed = 5;
+        const QdSampling *smps[] = { &greedy, &smp, &greedy };
+        worst = 0;
+        for (int k = 0; k < 2; k++)
+                batch_vs_single(m, seqs, refs, smps, 3, V, bound, &worst);
+        expect(worst < bound, "batch with a sampled column: nmse", worst, bound);
+
+        /* A repeated sequence or a full one is refused, nothing is stepped. */
+        _cleanup_(qd_sequence_freep) QdSequence *full = NULL;
+        uint32_t len0 = qd_sequence_length(seqs[0]);
+        assert(qd_sequence_new(m, 4, &full) == 0);
+        assert(qd_sequence_prefill(full, tok, 4) == 0);
+        bs[0] = seqs[0];
+        bs[1] = seqs[0];
+        assert(qd_model_step_batch(m, bs, NULL, 2, NULL, NULL) == -EINVAL);
+        bs[1] = full;
+        assert(qd_model_step_batch(m, bs, NULL, 2, NULL, NULL) == -ENOSPC);
+        assert(qd_sequence_length(seqs[0]) == len0 && qd_sequence_length(full) == 4);
+
+        /* More than 8 columns: the matrix-matrix kernel. In fp16: the quantized formats'
+         * matrix-vector kernels may quantize the activations (int-dot), the matrix-matrix
+         * kernel does not, so only fp16 compares within the tight bound. */
+        assert(qd_model_set_precision(m, QD_PRECISION_F16) == 0);
+        for (size_t i = NS; i < N_BATCH_MAX; i++) {
+                for (uint32_t k = 0; k < i; k++)
+                        tok[k] = fixture_rand(&seed) % V;
+                assert(qd_sequence_new(m, 64, &seqs[i]) == 0);
+                assert(qd_sequence_new(m, 64, &refs[i]) == 0);
+                assert(qd_sequence_prefill(seqs[i], tok, i) == 0);
+                assert(qd_sequence_prefill(refs[i], tok, i) == 0);
+        }
+        worst = 0;
+        for (int k = 0; k < 2; k++)
+                batch_vs_single(m, seqs, refs, NULL, N_BATCH_MAX, V, bound, &worst);
+        snprintf(what, sizeof(what), "batch of %d (fp16) vs alone: nmse", N_BATCH_MAX);
+        expect(worst < bound, what, worst, bound);
+
+        for (size_t i = 0; i < N_BATCH_MAX; i++) {
+                qd_sequence_free(seqs[i]);
+                qd_sequence_free(refs[i]);
+        }
+}
+
 int main(void) {
         _cleanup_(qd_engine_freep) QdEngine *cpu = NULL, *gpu = NULL;
         QdEngineOptions oc = { .cpu_only = true }, og = {};
@@ -189,6 +316,8 @@ int main(void) {
                                 compare(cpu, gpu, path, specs[s].n_vocab, QD_PRECISION_INT4, 1e-1, 300 + s);
                                 if (s == 0)
                                         check_switch(cpu, gpu, path, specs[s].n_vocab);
+                                if (s <= 1) /* llama: columns bound in place; qwen2: copied */
+                                        check_batch(gpu, path, specs[s].n_vocab, formats[f].bound, 400 + s);
                         }
                 }
 

@@ -1,0 +1,77 @@
+/* Internal to the Vulkan forward pass (llama-vulkan*.c): device state of a model and of a
+ * sequence, shared by the single-sequence path and the batched decode. */
+#pragma once
+
+#include "model-llama.h"
+
+#define ALIGN 256u /* buffer offsets: the largest minStorageBufferOffsetAlignment Vulkan allows */
+#define BATCH_MAX 64u /* columns of one batched decode submission */
+
+typedef struct VkTensor {
+        QvkWeightType wt;
+        uint64_t off, bytes;
+        uint32_t m, k;
+} VkTensor;
+
+/* Q/K/V and gate/up are fused: their rows follow each other in one format, so that one matrix
+ * product computes them (fewer dispatches per token). */
+typedef struct VkLayerW {
+        VkTensor qkv, wo, gu, down;
+} VkLayerW;
+
+typedef struct Variant {
+        QvkBuffer **bufs; /* one per layer, the last for the output head */
+        VkLayerW *layers;
+        VkTensor output;
+        uint64_t bytes;
+} Variant;
+
+/* The batched decode of several sequences (one token each): activations of up to cap columns
+ * and the recording for the last set of sequences. */
+typedef struct Batch {
+        uint32_t cap;
+        QvkBuffer *x, *xb, *qkv, *q, *att, *o, *gu, *g, *logits, *scratch, *tokens;
+        QvkCmd *cmd;
+        uint64_t gen; /* weights generation of the recording; UINT64_MAX: none */
+        uint32_t n;   /* its columns and their sequences */
+        uint64_t ids[BATCH_MAX];
+} Batch;
+
+struct LlamaVk {
+        QvkDevice *d;
+        const LlamaWeights *w;
+        bool kv_f16;
+        QvkBuffer *table;  /* token embeddings, f16 (f32 without 16-bit storage) */
+        QvkBuffer *common; /* norms, biases, rope angles: f32 */
+        uint64_t off_out_norm, off_freq, *off_attn_norm, *off_ffn_norm, *off_bias;
+        uint64_t common_bytes, table_bytes;
+        Variant var[_QD_PRECISION_MAX];
+        QdPrecision cur;
+        uint64_t generation;
+        uint64_t next_seq_id;
+        Batch batch;
+        QvkPipeline *p_get_rows, *p_norm, *p_add_norm, *p_silu, *p_rope, *p_attn, *p_attn_reduce, *p_argmax;
+};
+
+struct LlamaVkSeq {
+        LlamaVk *v;
+        uint64_t id; /* unique in v: names the sequence in the batch recording */
+        uint32_t n_ctx, len, ubatch;
+        uint64_t kv_stride; /* bytes of one layer's K (or V) cache */
+        QvkBuffer *kc, *vc, *x, *xb, *qkv, *q, *att, *o, *gu, *g, *xlast, *logits, *scratch;
+        QvkBuffer *tokens, *params, *result, *part;
+        uint32_t kps, n_split; /* decode attention: keys per split, splits */
+        QvkCmd *cmd_decode, *cmd_prefill;
+        uint64_t gen_decode, gen_prefill;
+        uint32_t prefill_n;
+        bool profile;      /* timestamps around the ops of the first layer */
+        uint32_t n_stamps;
+};
+
+#define B(b_, o_, s_) ((QvkBinding) { .buf = (b_), .offset = (o_), .size = (s_) })
+
+/* Y = W·X over n columns of the activations x (see qvk_matmul), W the device matrix t in wbuf. */
+int llama_vk_mm(QvkCmd *c, QvkBuffer *scratch, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *x,
+                QvkBuffer *y, uint32_t n);
+/* Frees the batch's buffers (not its recording); the recording must be made again. */
+void llama_vk_batch_done(Batch *b);
