@@ -9,24 +9,14 @@
 
 #include "config.h"
 #include "macro.h"
-
-#define BUS_NAME "org.quantd.Quantd1"
-#define MANAGER_PATH "/org/quantd/Quantd1"
-#define MANAGER_IFACE "org.quantd.Quantd1.Manager"
-#define MODEL_IFACE "org.quantd.Quantd1.Model"
-#define REQUEST_IFACE "org.quantd.Quantd1.Request"
-
-enum {
-        EXIT_OK = 0,
-        EXIT_ERROR = 1,
-        EXIT_USAGE = 2,
-        EXIT_UNREACHABLE = 3,
-        EXIT_BUSY = 4,
-};
+#include "quantctl.h"
 
 static enum { BUS_DEFAULT, BUS_SYSTEM, BUS_USER } arg_bus = BUS_DEFAULT;
 static const char *arg_address, *arg_socket, *arg_name, *arg_precision;
-static bool arg_json, arg_raw;
+static bool arg_raw;
+bool arg_json;
+const char *arg_type, *arg_method, *arg_calib, *arg_text, *arg_ref;
+int64_t arg_samples, arg_ctx, arg_max_windows;
 static int64_t arg_max_tokens = -1, arg_seed = -1;
 static double arg_temperature = -1;
 
@@ -44,7 +34,12 @@ static void help(void) {
                "  chat NAME                      Chat, one user message per line of stdin\n"
                "  tokenize NAME TEXT\n"
                "  precision NAME fp16|int8|int4|auto\n"
-               "  policy                         What the precision policy sees and decided\n\n"
+               "  policy                         What the precision policy sees and decided\n"
+               "  quantize NAME [--type q8_0|q4_0|q4_1] [--method rtn|rtn-clip|gptq|awq] [--calib FILE]\n"
+               "           [--samples N] [--ctx N]  Quantize a model (name or file in a model dir) into the\n"
+               "                                 daemon's cache; prints the output file\n"
+               "  eval NAME --text FILE [--ref MODEL] [--ctx N] [--max-windows N]\n"
+               "                                 Perplexity (and KL / top-1 against --ref)\n\n"
                "Options:\n"
                "  --system | --user | --address ADDRESS   Which bus (default: system as root, else user)\n"
                "  --socket PATH                  Use the HTTP API on a Unix socket (not built in yet)\n"
@@ -52,7 +47,7 @@ static void help(void) {
                "Exit status: 0 ok, 1 error, 2 usage, 3 daemon unreachable, 4 busy.\n");
 }
 
-static int error_exit(const sd_bus_error *e, int r, const char *what) {
+int error_exit(const sd_bus_error *e, int r, const char *what) {
         const char *name = e && e->name ? e->name : NULL;
 
         if (arg_json) {
@@ -556,6 +551,8 @@ static const struct {
         { "tokenize", 2, 2, cmd_tokenize },
         { "precision", 2, 2, cmd_precision },
         { "policy", 0, 0, cmd_policy },
+        { "quantize", 1, 1, cmd_quantize },
+        { "eval", 1, 1, cmd_eval },
 };
 
 static int parse_number(const char *s, double *ret) {
@@ -567,7 +564,8 @@ static int parse_number(const char *s, double *ret) {
 
 int main(int argc, char *argv[]) {
         enum { ARG_SYSTEM = 0x100, ARG_USER, ARG_ADDRESS, ARG_SOCKET, ARG_JSON, ARG_NAME, ARG_PRECISION,
-               ARG_MAX_TOKENS, ARG_TEMPERATURE, ARG_SEED, ARG_RAW, ARG_VERSION };
+               ARG_MAX_TOKENS, ARG_TEMPERATURE, ARG_SEED, ARG_RAW, ARG_VERSION, ARG_TYPE, ARG_METHOD, ARG_CALIB,
+               ARG_TEXT, ARG_REF, ARG_SAMPLES, ARG_CTX, ARG_MAX_WINDOWS };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -582,6 +580,14 @@ int main(int argc, char *argv[]) {
                 { "temperature", required_argument, NULL, ARG_TEMPERATURE },
                 { "seed", required_argument, NULL, ARG_SEED },
                 { "raw", no_argument, NULL, ARG_RAW },
+                { "type", required_argument, NULL, ARG_TYPE },
+                { "method", required_argument, NULL, ARG_METHOD },
+                { "calib", required_argument, NULL, ARG_CALIB },
+                { "text", required_argument, NULL, ARG_TEXT },
+                { "ref", required_argument, NULL, ARG_REF },
+                { "samples", required_argument, NULL, ARG_SAMPLES },
+                { "ctx", required_argument, NULL, ARG_CTX },
+                { "max-windows", required_argument, NULL, ARG_MAX_WINDOWS },
                 {}
         };
         sd_bus *bus = NULL;
@@ -604,6 +610,20 @@ int main(int argc, char *argv[]) {
                 case ARG_NAME: arg_name = optarg; break;
                 case ARG_PRECISION: arg_precision = optarg; break;
                 case ARG_RAW: arg_raw = true; break;
+                case ARG_TYPE: arg_type = optarg; break;
+                case ARG_METHOD: arg_method = optarg; break;
+                case ARG_CALIB: arg_calib = optarg; break;
+                case ARG_TEXT: arg_text = optarg; break;
+                case ARG_REF: arg_ref = optarg; break;
+                case ARG_SAMPLES:
+                case ARG_CTX:
+                case ARG_MAX_WINDOWS:
+                        if (parse_number(optarg, &v) < 0 || v < 1 || v > 1e6) {
+                                fprintf(stderr, "Invalid number: %s\n", optarg);
+                                return EXIT_USAGE;
+                        }
+                        *(c == ARG_SAMPLES ? &arg_samples : c == ARG_CTX ? &arg_ctx : &arg_max_windows) = (int64_t) v;
+                        break;
                 case ARG_MAX_TOKENS:
                         if (parse_number(optarg, &v) < 0 || v < 1 || v > INT32_MAX) {
                                 fprintf(stderr, "Invalid --max-tokens: %s\n", optarg);
@@ -645,6 +665,10 @@ int main(int argc, char *argv[]) {
                     !streq(argv[optind + 2], "int8") && !streq(argv[optind + 2], "int4") &&
                     !streq(argv[optind + 2], "auto")) {
                         fprintf(stderr, "Precision must be fp16, int8, int4 or auto.\n");
+                        return EXIT_USAGE;
+                }
+                if (streq(commands[i].name, "eval") && !arg_text) {
+                        fprintf(stderr, "eval needs --text FILE.\n");
                         return EXIT_USAGE;
                 }
                 if (arg_socket) {

@@ -73,6 +73,7 @@ Config *config_free(Config *c) {
         free(c->socket_path);
         free(c->device);
         free(c->cache_dir);
+        free(c->state_dir);
         for (size_t i = 0; i < c->n_entries; i++) {
                 free(c->entries[i].section);
                 free(c->entries[i].key);
@@ -199,7 +200,10 @@ static int apply_key(Config *c, const char *section, const char *key, const char
                         c->device = *value ? strdup(value) : NULL;
                 } else if (streq(key, "cpu_only"))
                         r = config_parse_bool(value, &c->cpu_only);
-                else if (streq(key, "cache_dir")) {
+                else if (streq(key, "state_dir")) {
+                        free(c->state_dir);
+                        c->state_dir = *value ? strdup(value) : NULL;
+                } else if (streq(key, "cache_dir")) {
                         free(c->cache_dir);
                         c->cache_dir = *value ? strdup(value) : NULL;
                 } else if (streq(key, "log_level")) {
@@ -210,6 +214,8 @@ static int apply_key(Config *c, const char *section, const char *key, const char
                         r = config_parse_size(value, &c->memory_budget);
                 else if (streq(key, "idle_timeout"))
                         r = parse_seconds(value, &c->idle_timeout_usec);
+                else if (streq(key, "job_threads"))
+                        r = parse_u32(value, &c->job_threads);
                 else
                         return 0;
         } else if (strcasecmp(section, "limits") == 0) {
@@ -353,7 +359,8 @@ static int set_defaults(Config *c, BusMode mode) {
                         return r;
                 c->socket_path = strdup(DEFAULT_SYSTEM_SOCKET);
                 c->cache_dir = strdup("/var/cache/quantd");
-                if (!c->socket_path || !c->cache_dir)
+                c->state_dir = strdup("/var/lib/quantd");
+                if (!c->socket_path || !c->cache_dir || !c->state_dir)
                         return -ENOMEM;
         } else {
                 xdg = getenv("XDG_DATA_HOME");
@@ -366,6 +373,10 @@ static int set_defaults(Config *c, BusMode mode) {
                 r = strv_push(&c->model_dirs, p);
                 if (r < 0)
                         return r;
+                xdg = getenv("XDG_STATE_HOME");
+                if ((xdg && *xdg ? asprintf(&c->state_dir, "%s/quantd", xdg)
+                                 : asprintf(&c->state_dir, "%s/.local/state/quantd", getenv("HOME") ?: "/")) < 0)
+                        return -ENOMEM;
                 xdg = getenv("XDG_RUNTIME_DIR");
                 if (xdg && *xdg && asprintf(&c->socket_path, "%s/quantd/quantd.sock", xdg) < 0)
                         return -ENOMEM;
@@ -480,6 +491,19 @@ int config_model_path_allowed(const Config *c, const char *path, char **ret_reso
                 while (n > 1 && (*i)[n - 1] == '/')
                         n--;
                 if (strncmp(rp, *i, n) == 0 && (rp[n] == '/' || (n == 1 && rp[0] == '/'))) {
+                        if (ret_resolved)
+                                *ret_resolved = TAKE_PTR(rp);
+                        return 0;
+                }
+        }
+        if (c->state_dir) {
+                _cleanup_free_ char *q = NULL, *rq = NULL;
+                size_t n;
+                if (asprintf(&q, "%s/quantized", c->state_dir) < 0)
+                        return -ENOMEM;
+                rq = realpath(q, NULL);
+                n = rq ? strlen(rq) : 0;
+                if (rq && strncmp(rp, rq, n) == 0 && rp[n] == '/') {
                         if (ret_resolved)
                                 *ret_resolved = TAKE_PTR(rp);
                         return 0;

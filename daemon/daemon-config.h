@@ -30,6 +30,8 @@ typedef struct Config {
         char *device;                   /* engine device selector, NULL: best */
         bool cpu_only;                  /* plain-C engine path (tests, machines without Vulkan) */
         char *cache_dir;                /* pipeline cache, NULL: none */
+        char *state_dir;                /* quantized variants (<state_dir>/quantized), NULL: none */
+        uint32_t job_threads;           /* CPU threads of a quantize job, 0: half the CPUs */
         int log_level;
         uint64_t memory_budget;         /* bytes of device memory for weights, 0: no limit */
         uint64_t idle_timeout_usec;     /* unload a model idle this long, 0: never */
@@ -77,5 +79,6 @@ void config_warn_unknown(const Config *c, const char *section, const char *const
 /* Parses sizes like "512M", "8G", "1024" (bytes). */
 int config_parse_size(const char *s, uint64_t *ret);
 int config_parse_bool(const char *s, bool *ret);
-/* True when realpath(path) lies inside one of the configured model directories. */
+/* True when realpath(path) lies inside one of the configured model directories (or in
+ * <state_dir>/quantized, where quantize jobs write). */
 int config_model_path_allowed(const Config *c, const char *path, char **ret_resolved);

@@ -75,6 +75,18 @@ struct ManagedModel {
         const char *stop_reason;
         QdPrecision want_precision;     /* QD_PRECISION_INVALID: nothing asked */
         char *want_reason;
+        /* Background preparation of a variant that is not resident (manager-worker.c): the
+         * worker keeps stepping at the old precision and switches when it is built. prep_done
+         * and prep_result are under lock; the rest belongs to the worker thread. */
+        pthread_t prep_thread;
+        bool prep_running;              /* prep_thread started and not yet joined */
+        bool prep_done;                 /* prep_thread finished with prep_result */
+        int prep_result;
+        bool prep_stepped;              /* a step ran since the preparation started */
+        QdPrecision prep_target;        /* the variant prep_thread builds */
+        bool target_set;                /* a switch to target_precision is waiting */
+        QdPrecision target_precision;
+        char *target_reason;
 
         pthread_mutex_t ev_lock;
         Event *ev_head, *ev_tail;
@@ -103,6 +115,7 @@ struct Manager {
         uv_timer_t *idle_timer;
         struct LoadJob *loads;          /* asynchronous loads in flight */
         bool idle_timer_armed;
+        struct JobQueue *jobs;          /* manager-jobs.c, created on first use */
 };
 
 /* manager-worker.c */
@@ -126,6 +139,10 @@ int manager_load_prepare(Manager *m, const Caller *c, const char *path, const ch
 /* Makes a loaded engine model resident; takes resolved, name and model in every case. */
 int manager_adopt_model(Manager *m, const char *caller_id, uid_t uid, char *resolved, char *name, QdModel *model,
                         QdPrecision precision, uint64_t t0, ManagedModel **ret);
+
+/* Resolves path (absolute, or relative to a model directory, or a cached quantization in the
+ * state directory) like a load does: -EPERM outside them. */
+int manager_resolve_model_path(Manager *m, const char *path, char **ret);
 
 /* manager-load.c */
 void manager_cancel_loads(Manager *m);

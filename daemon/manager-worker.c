@@ -229,23 +229,110 @@ static const char *consume_token(ManagedModel *mm, GenRequest *r, int32_t token,
         return NULL;
 }
 
+static void post_precision(ManagedModel *mm, QdPrecision from, QdPrecision to, char *reason, int error) {
+        Event *e = calloc(1, sizeof(Event));
+        if (!e) {
+                free(reason);
+                return;
+        }
+        *e = (Event) { .type = EVENT_PRECISION, .from = from, .to = to, .text = reason, .error = error };
+        post_event(mm, e);
+}
+
+/* Switches now (fast when the variant is resident) and drops the others. Worker thread, with
+ * no preparation running (it could lose its variant to the drop). */
 static void apply_precision(ManagedModel *mm, QdPrecision p, char *reason) {
         QdPrecision from = qd_model_get_precision(mm->model);
-        Event *e;
         int k = 0;
 
         if (from != p)
                 k = qd_model_set_precision(mm->model, p);
-        if (k >= 0 && from != p)
+        if (k >= 0)
                 (void) qd_model_drop_variants(mm->model, true);
-        e = calloc(1, sizeof(Event));
-        if (!e || (from == p && k >= 0)) {
-                free(e);
+        if (from == p && k >= 0) {
                 free(reason);
                 return;
         }
-        *e = (Event) { .type = EVENT_PRECISION, .from = from, .to = p, .text = reason, .error = k };
-        post_event(mm, e);
+        post_precision(mm, from, p, reason, k);
+}
+
+static void *prep_main(void *userdata) {
+        ManagedModel *mm = userdata;
+        int k = qd_model_prepare_precision(mm->model, mm->prep_target);
+
+        pthread_mutex_lock(&mm->lock);
+        mm->prep_done = true;
+        mm->prep_result = k;
+        pthread_cond_signal(&mm->cond);
+        pthread_mutex_unlock(&mm->lock);
+        return NULL;
+}
+
+static void prep_join(ManagedModel *mm) {
+        if (!mm->prep_running)
+                return;
+        pthread_join(mm->prep_thread, NULL);
+        mm->prep_running = false;
+        pthread_mutex_lock(&mm->lock);
+        mm->prep_done = false;
+        pthread_mutex_unlock(&mm->lock);
+}
+
+/* Goes towards the wanted precision: a switch when its variant is resident, else the start of
+ * its preparation on prep_thread (one at a time: a newer target waits for the running one and
+ * then supersedes it). Worker thread. */
+static void precision_advance(ManagedModel *mm) {
+        QdPrecision p = mm->target_precision;
+        int k;
+
+        if (!mm->target_set || mm->prep_running)
+                return;
+        if (p == qd_model_get_precision(mm->model) || qd_model_has_variant(mm->model, p)) {
+                mm->target_set = false;
+                apply_precision(mm, p, TAKE_PTR(mm->target_reason));
+                return;
+        }
+        /* Two variants are resident while it is built: drop those not in use first. */
+        (void) qd_model_drop_variants(mm->model, true);
+        mm->prep_target = p;
+        mm->prep_stepped = false;
+        k = pthread_create(&mm->prep_thread, NULL, prep_main, mm);
+        if (k != 0) {
+                /* No thread: build here, the generations pause meanwhile. */
+                log_debug_errno(-k, "Model %s: no thread to prepare %s, switching in place: %m", mm->name,
+                                qd_precision_to_string(p));
+                mm->target_set = false;
+                apply_precision(mm, p, TAKE_PTR(mm->target_reason));
+                return;
+        }
+        mm->prep_running = true;
+        log_debug("Model %s: preparing %s in the background.", mm->name, qd_precision_to_string(p));
+}
+
+/* The preparation ended: switch if it is still wanted, else go on towards the newer target. */
+static void precision_prepared(ManagedModel *mm, int result) {
+        QdPrecision built = mm->prep_target;
+
+        prep_join(mm);
+        if (!mm->target_set)
+                return;
+        if (mm->target_precision == built && result < 0) {
+                /* Logged once by the loop; the model stays at its precision. */
+                mm->target_set = false;
+                (void) qd_model_drop_variants(mm->model, true);
+                post_precision(mm, qd_model_get_precision(mm->model), built, TAKE_PTR(mm->target_reason),
+                               result);
+                return;
+        }
+        precision_advance(mm);
+}
+
+static void precision_wanted(ManagedModel *mm, QdPrecision p, char *reason) {
+        free(mm->target_reason);
+        mm->target_reason = reason;
+        mm->target_precision = p;
+        mm->target_set = true;
+        precision_advance(mm);
 }
 
 static void *worker_main(void *userdata) {
@@ -276,17 +363,27 @@ static void *worker_main(void *userdata) {
                 size_t n_admitted = 0, limit;
 
                 while (!mm->stopping && mm->n_pending == 0 && n_active == 0 &&
-                       mm->want_precision == QD_PRECISION_INVALID)
+                       mm->want_precision == QD_PRECISION_INVALID && !mm->prep_done)
                         pthread_cond_wait(&mm->cond, &mm->lock);
                 if (mm->stopping || !active || !seqs || !smps || !toks || !lps)
                         break;
+
+                /* A prepared variant is switched to at a token boundary, after at least one
+                 * step at the old precision when generations are running. */
+                if (mm->prep_done && (mm->prep_stepped || n_active == 0)) {
+                        int result = mm->prep_result;
+                        pthread_mutex_unlock(&mm->lock);
+                        precision_prepared(mm, result);
+                        pthread_mutex_lock(&mm->lock);
+                        continue;
+                }
 
                 if (mm->want_precision != QD_PRECISION_INVALID) {
                         QdPrecision p = mm->want_precision;
                         char *reason = TAKE_PTR(mm->want_reason);
                         mm->want_precision = QD_PRECISION_INVALID;
                         pthread_mutex_unlock(&mm->lock);
-                        apply_precision(mm, p, reason);
+                        precision_wanted(mm, p, reason);
                         pthread_mutex_lock(&mm->lock);
                         continue;
                 }
@@ -348,6 +445,7 @@ static void *worker_main(void *userdata) {
                                 k = qd_sequence_step(seqs[0], smps[0], &toks[0], &lps[0]);
                         else
                                 k = qd_model_step_batch(mm->model, seqs, smps, n_active, toks, lps);
+                        mm->prep_stepped = mm->prep_running;
                         for (size_t i = 0; i < n_active;) {
                                 GenRequest *r = active[i];
                                 const char *reason;
@@ -381,6 +479,11 @@ static void *worker_main(void *userdata) {
                 finish_request(mm, active[i], mm->stop_reason ?: "error", true);
         mm->n_active = 0;
         pthread_mutex_unlock(&mm->lock);
+
+        /* A preparation cannot be interrupted: unload and shutdown wait for it. */
+        prep_join(mm);
+        mm->target_set = false;
+        mm->target_reason = mfree(mm->target_reason);
 
         for (size_t j = 0; j < FAIR_SLOTS; j++)
                 free(slots[j].caller_id);

@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "manager-internal.h"
+#include "manager-jobs.h"
 
 uint64_t now_usec(void) {
         struct timespec ts;
@@ -159,13 +160,14 @@ static bool model_is_idle(ManagedModel *mm) {
         return mm->n_live == 0;
 }
 
-/* Evicts least recently used idle models (never keep) until the budget holds. */
-void manager_enforce_budget(Manager *m, ManagedModel *keep) {
+/* Evicts least recently used idle models (never keep) until the budget holds with extra
+ * bytes more (a variant about to be prepared). */
+static void enforce_budget_with(Manager *m, ManagedModel *keep, uint64_t extra) {
         uint64_t budget = m->config->memory_budget;
 
         if (budget == 0)
                 return;
-        while (manager_device_bytes(m) > budget) {
+        while (manager_device_bytes(m) > budget || extra > budget - manager_device_bytes(m)) {
                 ManagedModel *lru = NULL;
                 for (size_t i = 0; i < m->n_models; i++) {
                         ManagedModel *mm = m->models[i];
@@ -182,6 +184,10 @@ void manager_enforce_budget(Manager *m, ManagedModel *keep) {
                 log_info("Evicting model %s (least recently used) to stay within the memory budget.", lru->name);
                 managed_model_remove(m, lru, "cancelled");
         }
+}
+
+void manager_enforce_budget(Manager *m, ManagedModel *keep) {
+        enforce_budget_with(m, keep, 0);
 }
 
 static void idle_timer_cb(uv_timer_t *t) {
@@ -237,6 +243,10 @@ static int resolve_model_path(Manager *m, const char *path, char **ret) {
                         return r;
         }
         return r;
+}
+
+int manager_resolve_model_path(Manager *m, const char *path, char **ret) {
+        return resolve_model_path(m, path, ret);
 }
 
 static char *default_model_name(const char *path) {
@@ -425,6 +435,15 @@ int manager_set_precision(Manager *m, const Caller *c, const char *model, QdPrec
                 if (mm->pinned != QD_PRECISION_AUTO)
                         return -EBUSY;
         }
+        /* A variant that is not resident is prepared next to the current one: make room for it
+         * first (the worker drops the model's own unused variants before it builds). */
+        if (mm->model && !qd_model_has_variant(mm->model, p)) {
+                uint64_t extra = qd_model_variant_bytes(mm->model, p);
+                size_t n = m->n_models;
+                enforce_budget_with(m, mm, extra == UINT64_MAX ? 0 : extra);
+                if (m->n_models != n)
+                        manager_notify_models_changed(m);
+        }
         model_request_precision(mm, p, reason ?: (c ? "user" : "policy"));
         return 0;
 }
@@ -592,6 +611,7 @@ int manager_reload(Manager *m, Config *config) {
 }
 
 void manager_shutdown(Manager *m, const char *reason) {
+        manager_jobs_free(m);
         manager_cancel_loads(m);
         if (m->n_models == 0)
                 return;

@@ -12,6 +12,8 @@
 #define QD_MODEL_IFACE "org.quantd.Quantd1.Model"
 #define QD_REQUEST_PREFIX "/org/quantd/Quantd1/request"
 #define QD_REQUEST_IFACE "org.quantd.Quantd1.Request"
+#define QD_JOB_PREFIX "/org/quantd/Quantd1/job"
+#define QD_JOB_IFACE "org.quantd.Quantd1.Job"
 #define QD_ERROR_NO_SUCH_MODEL "org.quantd.Quantd1.Error.NoSuchModel"
 #define QD_ERROR_BUSY "org.quantd.Quantd1.Error.Busy"
 #define QD_ERROR_NOT_ALLOWED "org.quantd.Quantd1.Error.PathNotAllowed"
@@ -29,7 +31,7 @@ struct DbusServer {
         BusLoop *loop;
         bool user;
         sd_bus_slot *manager_slot, *model_slot, *model_enum_slot, *request_slot, *request_enum_slot,
-                *owner_slot;
+                *owner_slot, *job_slot, *job_enum_slot;
         DbusRequest *requests;          /* live requests, newest first */
         AuthQuery *auth_queries;        /* polkit checks in flight or answered */
         sd_bus *polkit_bus;             /* --user: the system bus, for polkit only */
@@ -53,6 +55,12 @@ void dbus_auth_free(DbusServer *s);
 int dbus_request_generate(DbusServer *s, sd_bus_message *m, sd_bus_error *error);
 int dbus_request_register(DbusServer *s);
 void dbus_requests_free(DbusServer *s);
+
+/* dbus-job.c: Quantize()/Evaluate() (Manager methods) and the Job objects. */
+int dbus_method_quantize(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int dbus_method_evaluate(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int dbus_job_register(DbusServer *s);
+void dbus_job_unregister(DbusServer *s);
 
 /* dbus-manager.c */
 int dbus_reply_errno(sd_bus_message *m, int r, sd_bus_error *error, const char *what);

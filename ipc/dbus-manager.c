@@ -340,6 +340,10 @@ static const sd_bus_vtable manager_vtable[] = {
                                 method_set_precision, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetPolicy", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", json), method_get_policy,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Quantize", SD_BUS_ARGS("s", model, "a{sv}", options), SD_BUS_RESULT("o", job),
+                                dbus_method_quantize, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Evaluate", SD_BUS_ARGS("s", model, "a{sv}", options), SD_BUS_RESULT("o", job),
+                                dbus_method_evaluate, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("PrecisionChanged", SD_BUS_ARGS("s", model, "s", from, "s", to, "s", reason), 0),
         SD_BUS_VTABLE_END
 };
@@ -506,6 +510,8 @@ int dbus_server_new(Manager *m, bool user, DbusServer **ret) {
         if (r >= 0)
                 r = dbus_request_register(s);
         if (r >= 0)
+                r = dbus_job_register(s);
+        if (r >= 0)
                 r = sd_bus_add_object_manager(s->bus, NULL, QD_MANAGER_PATH);
         if (r < 0) {
                 log_error_errno(r, "Failed to export the D-Bus objects: %m");
@@ -548,6 +554,7 @@ DbusServer *dbus_server_free(DbusServer *s) {
         if (!s)
                 return NULL;
         manager_remove_listener(s->manager, s);
+        dbus_job_unregister(s);
         dbus_requests_free(s);
         dbus_auth_free(s);
         s->loop = bus_loop_detach(s->loop);

@@ -6,6 +6,7 @@
 
 #include "log.h" /* first: util/macro.h before <sys/param.h> */
 #include "dbus-internal.h"
+#include "manager-jobs.h"
 
 struct DbusRequest {
         DbusServer *server;
@@ -450,6 +451,7 @@ static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error
                                 break;
                         }
                 manager_cancel_caller(s->manager, name);
+                manager_cancel_caller_jobs(s->manager, name);
         }
         return 0;
 }

@@ -9,6 +9,7 @@
 
 #include "macro.h"      /* before uv.h, whose sys/param.h also defines MIN/MAX */
 #include "manager.h"
+#include "manager-jobs.h"
 
 typedef struct HttpBackend {
         /* As manager_generate(): callbacks arrive later on the loop thread. */
@@ -31,6 +32,11 @@ typedef struct HttpBackend {
                              const char *reason);
         /* A JSON object describing the daemon (device, memory, models); new reference. */
         int (*status)(void *ctx, json_t **ret);
+        /* Quantize / evaluate jobs (daemon/manager-jobs.h): start one (as manager_start_job()),
+         * read one as job_to_json() (-ENOENT unknown or expired), cancel one. */
+        int (*start_job)(void *ctx, const Caller *c, const JobParams *p, uint64_t *ret_id);
+        int (*job_json)(void *ctx, uint64_t id, json_t **ret);
+        int (*cancel_job)(void *ctx, const Caller *c, uint64_t id);
 } HttpBackend;
 
 /* GET /api/policy: adds the policy's state to obj (the same shape as daemon-hooks.h's

@@ -98,6 +98,41 @@ static int mgr_status(void *ctx, json_t **ret) {
         return 0;
 }
 
+static int mgr_start_job(void *ctx, const Caller *c, const JobParams *p, uint64_t *ret_id) {
+        Job *j;
+        int r;
+
+        r = manager_start_job(ctx, c, p, &j);
+        if (r < 0)
+                return r;
+        *ret_id = job_id(j);
+        return 0;
+}
+
+static int mgr_job_json(void *ctx, uint64_t id, json_t **ret) {
+        Job *j = manager_find_job(ctx, id);
+        json_t *o;
+
+        if (!j)
+                return -ENOENT;
+        o = job_to_json(j);
+        if (!o)
+                return -ENOMEM;
+        *ret = o;
+        return 0;
+}
+
+static int mgr_cancel_job(void *ctx, const Caller *c, uint64_t id) {
+        Job *j = manager_find_job(ctx, id);
+
+        if (!j)
+                return -ENOENT;
+        if (!c->privileged)
+                return -EACCES;
+        manager_job_cancel(j);
+        return 0;
+}
+
 static const HttpBackend manager_backend = {
         .generate = mgr_generate,
         .cancel = mgr_cancel,
@@ -110,6 +145,9 @@ static const HttpBackend manager_backend = {
         .detokenize = mgr_detokenize,
         .set_precision = mgr_set_precision,
         .status = mgr_status,
+        .start_job = mgr_start_job,
+        .job_json = mgr_job_json,
+        .cancel_job = mgr_cancel_job,
 };
 
 static int config_uint(const Config *cfg, const char *key, uint64_t *v) {

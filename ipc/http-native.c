@@ -1,5 +1,5 @@
 /* Native endpoints under /api/, mirroring the D-Bus API: status, models, load/unload,
- * tokenize/detokenize, precision pinning and the policy state. */
+ * tokenize/detokenize, precision pinning, the policy state and quantize/evaluate jobs. */
 #include <string.h>
 
 #include "http-router.h"
@@ -275,4 +275,106 @@ int http_native_policy(HttpConn *c, const HttpRequest *req, const char *arg) {
         if (!json_object_get(j, "available"))
                 json_object_set_new(j, "available", json_true());
         return reply_take(c, 200, j);
+}
+
+/* A non-negative integer member, 0 when absent; a 400 answered (and -EBADMSG) otherwise. */
+static int get_uint(HttpConn *c, json_t *o, const char *key, uint64_t *ret) {
+        json_t *v = json_object_get(o, key);
+
+        if (!v || json_is_null(v)) {
+                *ret = 0;
+                return 0;
+        }
+        if (!json_is_integer(v) || json_integer_value(v) < 0) {
+                (void) http_conn_reply_error(c, 400, "invalid_request_error", "invalid_type",
+                                             "Parameter '%s' must be a non-negative integer", key);
+                return -EBADMSG;
+        }
+        *ret = (uint64_t) json_integer_value(v);
+        return 0;
+}
+
+static int start_job(HttpConn *c, const HttpRequest *req, JobKind kind) {
+        void *bctx;
+        const HttpBackend *b = backend(c, &bctx);
+        json_t *body = NULL;
+        JobParams p = { .kind = kind };
+        uint64_t id = 0;
+        int r;
+
+        if (http_request_json(c, req, &body) < 0)
+                return 0;
+        if (get_string(c, body, "model", true, &p.model) < 0 || get_uint(c, body, "ctx", &p.ctx) < 0)
+                goto done;
+        if (kind == JOB_QUANTIZE) {
+                if (get_string(c, body, "type", false, &p.type) < 0 ||
+                    get_string(c, body, "method", false, &p.method) < 0 ||
+                    get_string(c, body, "calibration", false, &p.calib) < 0 ||
+                    get_uint(c, body, "samples", &p.samples) < 0)
+                        goto done;
+        } else if (get_string(c, body, "text_file", false, &p.text_file) < 0 ||
+                   get_string(c, body, "text", false, &p.text) < 0 ||
+                   get_string(c, body, "reference", false, &p.ref) < 0 ||
+                   get_uint(c, body, "max_windows", &p.max_windows) < 0)
+                goto done;
+        r = b->start_job ? b->start_job(bctx, http_conn_caller(c), &p, &id) : -EOPNOTSUPP;
+        if (r < 0) {
+                (void) http_conn_reply_errno(c, r, kind == JOB_QUANTIZE ? "quantize" : "evaluate");
+                goto done;
+        }
+        (void) reply_take(c, 202, json_pack("{s:I,s:s}", "id", (json_int_t) id, "state", "queued"));
+done:
+        json_decref(body);
+        return 0;
+}
+
+int http_native_quantize(HttpConn *c, const HttpRequest *req, const char *arg) {
+        return start_job(c, req, JOB_QUANTIZE);
+}
+
+int http_native_evaluate(HttpConn *c, const HttpRequest *req, const char *arg) {
+        return start_job(c, req, JOB_EVALUATE);
+}
+
+static int parse_job_id(const char *arg, uint64_t *ret) {
+        char *end;
+        uint64_t v;
+
+        if (!arg || !*arg || *arg < '0' || *arg > '9')
+                return -ENOENT;
+        errno = 0;
+        v = strtoull(arg, &end, 10);
+        if (errno != 0 || *end)
+                return -ENOENT;
+        *ret = v;
+        return 0;
+}
+
+int http_native_job(HttpConn *c, const HttpRequest *req, const char *arg) {
+        void *bctx;
+        const HttpBackend *b = backend(c, &bctx);
+        json_t *j = NULL;
+        uint64_t id = 0;
+        int r;
+
+        r = parse_job_id(arg, &id);
+        if (r >= 0)
+                r = b->job_json ? b->job_json(bctx, id, &j) : -EOPNOTSUPP;
+        if (r < 0)
+                return http_conn_reply_errno(c, r, "job");
+        return reply_take(c, 200, j);
+}
+
+int http_native_job_cancel(HttpConn *c, const HttpRequest *req, const char *arg) {
+        void *bctx;
+        const HttpBackend *b = backend(c, &bctx);
+        uint64_t id = 0;
+        int r;
+
+        r = parse_job_id(arg, &id);
+        if (r >= 0)
+                r = b->cancel_job ? b->cancel_job(bctx, http_conn_caller(c), id) : -EOPNOTSUPP;
+        if (r < 0)
+                return http_conn_reply_errno(c, r, "job");
+        return reply_take(c, 200, json_pack("{s:I,s:b}", "id", (json_int_t) id, "cancelled", 1));
 }

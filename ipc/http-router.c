@@ -25,6 +25,10 @@ static const Route routes[] = {
         { HTTP_POST, "/api/tokenize",                 http_native_tokenize },
         { HTTP_POST, "/api/detokenize",               http_native_detokenize },
         { HTTP_GET,  "/api/policy",                   http_native_policy },
+        { HTTP_POST, "/api/quantize",                 http_native_quantize, true },
+        { HTTP_POST, "/api/evaluate",                 http_native_evaluate, true },
+        { HTTP_GET,  "/api/jobs/{}",                  http_native_job },
+        { HTTP_DELETE, "/api/jobs/{}",                http_native_job_cancel, true },
 };
 
 static int unhex(char ch) {

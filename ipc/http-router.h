@@ -33,6 +33,10 @@ int http_native_tokenize(HttpConn *c, const HttpRequest *req, const char *arg);
 int http_native_detokenize(HttpConn *c, const HttpRequest *req, const char *arg);
 int http_native_precision(HttpConn *c, const HttpRequest *req, const char *arg);
 int http_native_policy(HttpConn *c, const HttpRequest *req, const char *arg);
+int http_native_quantize(HttpConn *c, const HttpRequest *req, const char *arg);
+int http_native_evaluate(HttpConn *c, const HttpRequest *req, const char *arg);
+int http_native_job(HttpConn *c, const HttpRequest *req, const char *arg);
+int http_native_job_cancel(HttpConn *c, const HttpRequest *req, const char *arg);
 
 /* "fp16", "int8", "int4", "auto" (the engine's names), without linking the engine. */
 QdPrecision http_precision_from_string(const char *s);

@@ -27,7 +27,6 @@ struct QdModel {
         LlamaVk *vk;
         char name[128];
         _Atomic int precision;
-        _Atomic uint64_t device_bytes;
 };
 
 struct QdSequence {
@@ -181,7 +180,6 @@ int qd_model_load(QdEngine *e, const char *path, QdModel **ret) {
                 r = llama_vk_set_precision(m->vk, p);
                 if (r < 0)
                         return r;
-                m->device_bytes = llama_vk_device_bytes(m->vk);
         }
         m->precision = p;
         *ret = TAKE_PTR(m);
@@ -199,7 +197,7 @@ void qd_model_info(QdModel *m, QdModelInfo *ret) {
                 .n_head = hp->n_head,
                 .n_head_kv = hp->n_head_kv,
                 .host_bytes = sizeof(*m) + hp->n_layer * sizeof(LlamaLayer),
-                .device_bytes = m->device_bytes,
+                .device_bytes = m->vk ? llama_vk_device_bytes(m->vk) : 0,
                 .has_chat_template = !!m->chat_template,
         };
         snprintf(i.name, sizeof(i.name), "%s", m->name);
@@ -249,21 +247,32 @@ int qd_model_set_precision(QdModel *m, QdPrecision p) {
                 r = llama_vk_set_precision(m->vk, p);
                 if (r < 0)
                         return r;
-                m->device_bytes = llama_vk_device_bytes(m->vk);
         }
         /* The CPU reference always computes from the file's weights in f32. */
         m->precision = p;
         return 0;
 }
 
-int qd_model_drop_variants(QdModel *m, bool keep_current_only) {
-        int r;
+int qd_model_prepare_precision(QdModel *m, QdPrecision p) {
+        if (p < 0 || p >= _QD_PRECISION_MAX)
+                return -EINVAL;
+        if (!m->vk)
+                return 0; /* the CPU reference computes from the file's weights */
+        return llama_vk_prepare(m->vk, p);
+}
 
+bool qd_model_has_variant(QdModel *m, QdPrecision p) {
+        if (p < 0 || p >= _QD_PRECISION_MAX)
+                return false;
+        if (!m->vk)
+                return true;
+        return llama_vk_has_variant(m->vk, p);
+}
+
+int qd_model_drop_variants(QdModel *m, bool keep_current_only) {
         if (!m->vk)
                 return 0;
-        r = llama_vk_drop_variants(m->vk, keep_current_only);
-        m->device_bytes = llama_vk_device_bytes(m->vk);
-        return r;
+        return llama_vk_drop_variants(m->vk, keep_current_only);
 }
 
 int qd_model_tokenize(QdModel *m, const char *text, size_t len, bool add_bos, bool parse_special,

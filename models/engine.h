@@ -2,9 +2,10 @@
  * (one conversation's KV cache each) that decode token by token.
  *
  * Threading: QdEngine and QdModel objects may be shared between threads, but all calls that
- * compute (prefill, step, set_precision's preparation) on one model must be serialised by the
- * caller (the daemon runs one worker per model). qd_model_info(), qd_model_get_precision() and
- * qd_model_request_precision() are safe from any thread at any time.
+ * compute (prefill, step, set_precision, drop_variants) on one model must be serialised by the
+ * caller (the daemon runs one worker per model). qd_model_prepare_precision() is the exception:
+ * see there. qd_model_info(), qd_model_get_precision(), qd_model_variant_bytes() and
+ * qd_model_has_variant() are safe from any thread at any time.
  * Errors: negative errno; nothing is logged by the engine except at debug level. */
 #pragma once
 
@@ -71,6 +72,18 @@ uint64_t qd_model_variant_bytes(QdModel *m, QdPrecision p);
  * qd_model_drop_variants(). */
 int qd_model_set_precision(QdModel *m, QdPrecision p);
 int qd_model_drop_variants(QdModel *m, bool keep_current_only);
+/* Makes the variant for p (not AUTO) resident without switching to it, so that a later
+ * qd_model_set_precision(m, p) only switches (about a millisecond). Takes seconds for a large
+ * model: meant for a thread other than the one stepping the model. Safe concurrently with every
+ * call of that stepping thread on m and its sequences (prefill, step, step_batch,
+ * set_precision, drop_variants, info) and with prepare calls for other precisions: the variant
+ * is published only when complete, and device uploads share the queue under the device's lock.
+ * Not safe concurrently with qd_model_free() (join first). A drop_variants() that runs after a
+ * prepare returned drops its variant again unless p is current by then. Returns 0 at once when
+ * the variant is resident, and on the CPU reference path (which needs no variants). */
+int qd_model_prepare_precision(QdModel *m, QdPrecision p);
+/* Whether the variant for p is resident (always true on the CPU reference path). */
+bool qd_model_has_variant(QdModel *m, QdPrecision p);
 
 /* Text. Tokens are written to a newly allocated array. */
 int qd_model_tokenize(QdModel *m, const char *text, size_t len, bool add_bos, bool parse_special,

@@ -2,6 +2,8 @@
  * sequence, shared by the single-sequence path and the batched decode. */
 #pragma once
 
+#include <pthread.h>
+
 #include "model-llama.h"
 
 #define ALIGN 256u /* buffer offsets: the largest minStorageBufferOffsetAlignment Vulkan allows */
@@ -45,6 +47,10 @@ struct LlamaVk {
         QvkBuffer *common; /* norms, biases, rope angles: f32 */
         uint64_t off_out_norm, off_freq, *off_attn_norm, *off_ffn_norm, *off_bias;
         uint64_t common_bytes, table_bytes;
+        /* var[] may gain an entry from a preparing thread (llama_vk_prepare): lock guards every
+         * change of var[] and every read of an entry other than var[cur]; var[cur] and cur
+         * change only on the stepping thread, which reads them without the lock. */
+        pthread_mutex_t lock;
         Variant var[_QD_PRECISION_MAX];
         QdPrecision cur;
         uint64_t generation;

@@ -184,8 +184,11 @@ uint64_t llama_vk_variant_bytes(LlamaVk *v, QdPrecision p) {
 
         if (p < 0 || p >= _QD_PRECISION_MAX)
                 return 0;
-        if (v->var[p].bufs)
-                return v->var[p].bytes;
+        pthread_mutex_lock(&v->lock);
+        bytes = v->var[p].bufs ? v->var[p].bytes : 0;
+        pthread_mutex_unlock(&v->lock);
+        if (bytes > 0)
+                return bytes;
         var.layers = calloc(v->w->hp.n_layer, sizeof(VkLayerW));
         lb = calloc(v->w->hp.n_layer, sizeof(uint64_t));
         if (!var.layers || !lb) {
@@ -217,7 +220,8 @@ static int upload(const LlamaTensor *const *t, size_t n, const VkTensor *vt, Qvk
         return 0;
 }
 
-static int variant_build(LlamaVk *v, QdPrecision p) {
+/* Builds the variant for p into *ret, not yet visible to the stepping thread. */
+static int variant_build(LlamaVk *v, QdPrecision p, Variant *ret) {
         const LlamaWeights *w = v->w;
         uint32_t nl = w->hp.n_layer;
         Variant var = {};
@@ -254,7 +258,7 @@ static int variant_build(LlamaVk *v, QdPrecision p) {
         if (r < 0)
                 goto fail;
         memo_free(memo, ELEMENTSOF(memo));
-        v->var[p] = var;
+        *ret = var;
         return 0;
 fail:
         memo_free(memo, ELEMENTSOF(memo));
@@ -262,19 +266,51 @@ fail:
         return r;
 }
 
-int llama_vk_set_precision(LlamaVk *v, QdPrecision p) {
+bool llama_vk_has_variant(LlamaVk *v, QdPrecision p) {
+        bool b;
+
+        if (p < 0 || p >= _QD_PRECISION_MAX)
+                return false;
+        pthread_mutex_lock(&v->lock);
+        b = !!v->var[p].bufs;
+        pthread_mutex_unlock(&v->lock);
+        return b;
+}
+
+int llama_vk_prepare(LlamaVk *v, QdPrecision p) {
+        Variant var = {};
         int r;
 
         if (p < 0 || p >= _QD_PRECISION_MAX)
                 return -EINVAL;
+        if (llama_vk_has_variant(v, p))
+                return 0;
+        /* Quantization and uploads run without the lock: the uploads take the device's queue
+         * lock per chunk, so a step on another thread only waits for one chunk's copy. */
+        r = variant_build(v, p, &var);
+        if (r < 0)
+                return r;
+        pthread_mutex_lock(&v->lock);
         if (!v->var[p].bufs) {
-                r = variant_build(v, p);
-                if (r < 0)
-                        return r;
+                v->var[p] = var; /* published whole */
+                var = (Variant) {};
         }
+        pthread_mutex_unlock(&v->lock);
+        variant_free(v, &var); /* built twice concurrently: keep the first */
+        return 0;
+}
+
+int llama_vk_set_precision(LlamaVk *v, QdPrecision p) {
+        int r;
+
+        r = llama_vk_prepare(v, p);
+        if (r < 0)
+                return r;
+        pthread_mutex_lock(&v->lock);
         if (v->cur != p)
                 v->generation++;
         v->cur = p;
+        pthread_mutex_unlock(&v->lock);
         return 0;
 }
 
@@ -283,19 +319,30 @@ QdPrecision llama_vk_get_precision(LlamaVk *v) {
 }
 
 int llama_vk_drop_variants(LlamaVk *v, bool keep_current_only) {
+        Variant drop[_QD_PRECISION_MAX] = {};
+
         if (!keep_current_only)
                 return 0;
+        pthread_mutex_lock(&v->lock);
         for (int p = 0; p < _QD_PRECISION_MAX; p++)
-                if (p != (int) v->cur)
-                        variant_free(v, &v->var[p]);
+                if (p != (int) v->cur) {
+                        drop[p] = v->var[p];
+                        v->var[p] = (Variant) {};
+                }
+        pthread_mutex_unlock(&v->lock);
+        for (int p = 0; p < _QD_PRECISION_MAX; p++)
+                variant_free(v, &drop[p]);
         return 0;
 }
 
 uint64_t llama_vk_device_bytes(LlamaVk *v) {
         uint64_t b = v->table_bytes + v->common_bytes;
+
+        pthread_mutex_lock(&v->lock);
         for (int p = 0; p < _QD_PRECISION_MAX; p++)
                 if (v->var[p].bufs)
                         b += v->var[p].bytes;
+        pthread_mutex_unlock(&v->lock);
         return b;
 }
 
@@ -311,6 +358,7 @@ LlamaVk *llama_vk_free(LlamaVk *v) {
         free(v->off_attn_norm);
         free(v->off_ffn_norm);
         free(v->off_bias);
+        pthread_mutex_destroy(&v->lock);
         return mfree(v);
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVk *, llama_vk_free);
@@ -370,6 +418,7 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
         v = calloc(1, sizeof(*v));
         if (!v)
                 return -ENOMEM;
+        pthread_mutex_init(&v->lock, NULL);
         v->d = d;
         v->w = w;
         v->cur = QD_PRECISION_F16;

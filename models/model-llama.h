@@ -66,6 +66,10 @@ typedef struct LlamaVkSeq LlamaVkSeq;
 int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret);
 LlamaVk *llama_vk_free(LlamaVk *v);
 uint64_t llama_vk_variant_bytes(LlamaVk *v, QdPrecision p);
+/* Builds and uploads the variant for p without switching to it. Safe on another thread while
+ * the stepping thread evaluates, switches or drops variants (see LlamaVk.lock). */
+int llama_vk_prepare(LlamaVk *v, QdPrecision p);
+bool llama_vk_has_variant(LlamaVk *v, QdPrecision p);
 int llama_vk_set_precision(LlamaVk *v, QdPrecision p);
 QdPrecision llama_vk_get_precision(LlamaVk *v);
 int llama_vk_drop_variants(LlamaVk *v, bool keep_current_only);

@@ -1,14 +1,20 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// Y = W X on tensor cores (GL_NV_cooperative_matrix): 128 x 128 output tiles, k in steps of 32;
-// weights dequantized and activations converted to fp16 into shared memory, products
-// accumulated in fp32 16 x 16 x 16 matrices. 256 invocations = 8 subgroups of 32, each
-// computing 64 x 32 outputs (4 x 2 accumulators). The host uses it only where the device
-// lists the 16x16x16 fp16 x fp16 + fp32 configuration and subgroups are 32 wide.
+// Y = W X on tensor cores (GL_NV_cooperative_matrix): 128 x 128 output tiles (128 x 64 with
+// -DN64), k in steps of 64 through shared memory; the next step's global loads are issued
+// before the current step's products and stored after them. Weights dequantized and activations
+// converted to fp16 on the way into shared memory; products accumulated in fp32 16 x 16 x 16
+// matrices. 256 invocations = 8 subgroups of 32, each computing 64 x 32 outputs (4 x 2
+// accumulators; 32 x 32, 2 x 2, with N64), all in named variables so that nothing is indexed at
+// run time. Both operands are k-contiguous ("TN"): W rows load row-major as A, X columns
+// column-major as B. -DFASTLD: k % 8 == 0 only (the host checks), unconditional loads.
+// The host uses it only where the device lists the 16x16x16 fp16 x fp16 + fp32 configuration
+// and subgroups are 32 wide.
 #extension GL_NV_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_EXT_control_flow_attributes : require
 #define XB 1
 #include "types.glsl"
 
@@ -18,79 +24,192 @@ layout(constant_id = 0) const uint WG = 256;  // must be 256
 layout(std430, binding = 2) writeonly buffer Y { float y[]; };
 
 #define BM 128u
+#ifdef N64
+#define BN 64u
+#else
 #define BN 128u
-#define BK 32u
-#define ST 40u   // shared row stride in halves (80 bytes: 16-byte aligned, fewer bank conflicts)
+#endif
+#define BK 64u
+#define ST (BK + 8u)          // shared row stride in halves (144 bytes: conflict-free 16-byte rows)
+#define UPR (BK / 8u)         // units of 8 values per tile row
+#define RSTEP (256u / UPR)    // rows between one invocation's units
+#define NUW (BM / RSTEP)      // W units per invocation
+#define NUX (BN / RSTEP)      // X units per invocation
 
 shared float16_t as[BM * ST];   // as[i * ST + e] = W[tm + i][kb + e]
 shared float16_t bs[BN * ST];   // bs[j * ST + e] = X[tn + j][kb + e]
 shared float cs[8u * 256u];     // per-subgroup 16 x 16 staging for partial edge tiles
 
+#define FA fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
+#define FC fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
+
+#ifdef FASTLD
+// Indices clamped into the matrices, the loads unconditional (all issued before the first use),
+// out-of-range values zeroed after; 16-bit data read through fp32 views, the same 16-byte loads
+// as the fp32 formats (measured 2x faster than the uvec4 views on the H100).
+layout(std430, binding = 0) readonly buffer WV { vec4 wv[]; };
+layout(std430, binding = XB) readonly buffer XV { vec4 xv4[]; };
+
+void unpack8(uvec4 a, out float v[8]) {
+    vec2 h0 = unpackHalf2x16(a.x), h1 = unpackHalf2x16(a.y);
+    vec2 h2 = unpackHalf2x16(a.z), h3 = unpackHalf2x16(a.w);
+    v[0] = h0.x; v[1] = h0.y; v[2] = h1.x; v[3] = h1.y;
+    v[4] = h2.x; v[5] = h2.y; v[6] = h3.x; v[7] = h3.y;
+}
+
+// Unit j (8 values) of row r of this step's W tile, zero outside the matrix.
+void fetch_w(uint tm, uint kb, uint r, uint j, out float v[8]) {
+    uint u = min(kb / 8u + j, pc.k / 8u - 1u);
+    uint wr = min(tm + r, pc.m - 1u);
+#if defined(W_F16)
+    unpack8(floatBitsToUint(wv[wr * (pc.k / 8u) + u]), v);
+#else
+    load_w8(wr, u, v);
+#endif
+    bool ok = tm + r < pc.m && kb + 8u * j < pc.k;
+    [[unroll]] for (uint i = 0u; i < 8u; i++)
+        v[i] = ok ? v[i] : 0.0;
+}
+
+void fetch_x(uint tn, uint kb, uint r, uint j, out float xv[8]) {
+    uint u = min(kb / 8u + j, pc.k / 8u - 1u);
+    uint xc = min(tn + r, pc.n - 1u);
+#if defined(X_F16)
+    unpack8(floatBitsToUint(xv4[xc * (pc.k / 8u) + u]), xv);
+#else
+    load_x8(xc, u, xv);
+#endif
+    bool ok = tn + r < pc.n && kb + 8u * j < pc.k;
+    [[unroll]] for (uint i = 0u; i < 8u; i++)
+        xv[i] = ok ? xv[i] : 0.0;
+}
+#else
+void fetch_w(uint tm, uint kb, uint r, uint j, out float v[8]) {
+    if (tm + r < pc.m && kb + 8u * j < pc.k) {
+        load_w8(tm + r, kb / 8u + j, v);
+    } else {
+        [[unroll]] for (uint i = 0u; i < 8u; i++)
+            v[i] = 0.0;
+    }
+}
+
+void fetch_x(uint tn, uint kb, uint r, uint j, out float xv[8]) {
+    if (tn + r < pc.n && kb + 8u * j < pc.k) {
+        load_x8(tn + r, kb / 8u + j, xv);
+    } else {
+        [[unroll]] for (uint i = 0u; i < 8u; i++)
+            xv[i] = 0.0;
+    }
+}
+#endif
+
+void put_w(uint base, float v[8]) {
+    [[unroll]] for (uint i = 0u; i < 8u; i++)
+        as[base + i] = float16_t(v[i]);
+}
+
+void put_x(uint base, float v[8]) {
+    [[unroll]] for (uint i = 0u; i < 8u; i++)
+        bs[base + i] = float16_t(v[i]);
+}
+
+void store_tile(FC acc, uint i0, uint j0, uint sg) {
+    if (i0 >= pc.m || j0 >= pc.n)
+        return;  // uniform in the subgroup
+    // y[j * m + i]: column-major with stride m
+    if (i0 + 16u <= pc.m && j0 + 16u <= pc.n && pc.m % 4u == 0u) {  // 16-byte aligned stride
+        coopMatStoreNV(acc, y, j0 * pc.m + i0, pc.m, true);
+    } else {
+        coopMatStoreNV(acc, cs, sg * 256u, 16u, true);
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+        for (uint e = gl_SubgroupInvocationID; e < 256u; e += 32u) {
+            uint i = e % 16u, j = e / 16u;
+            if (i0 + i < pc.m && j0 + j < pc.n)
+                y[(j0 + j) * pc.m + i0 + i] = cs[sg * 256u + e];
+        }
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+    }
+}
+
 void main() {
     uint tid = gl_LocalInvocationID.x;
     uint tm = gl_WorkGroupID.x * BM, tn = gl_WorkGroupID.y * BN;
     uint sg = gl_SubgroupID;
+#ifdef N64
+    uint wm = (sg % 4u) * 32u, wn = (sg / 4u) * 32u;
+#else
     uint wm = (sg % 2u) * 64u, wn = (sg / 2u) * 32u;
+#endif
+    // this invocation's units: rows r0 + h * RSTEP, unit j
+    uint r0 = tid / UPR, j = tid % UPR;
+    uint o0 = r0 * ST + 8u * j;
 
-    fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[4][2];
-    for (uint a = 0u; a < 4u; a++)
-        for (uint b = 0u; b < 2u; b++)
-            acc[a][b] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
+    FC c00 = FC(0.0), c01 = FC(0.0), c10 = FC(0.0), c11 = FC(0.0);
+#ifndef N64
+    FC c20 = FC(0.0), c21 = FC(0.0), c30 = FC(0.0), c31 = FC(0.0);
+#endif
+
+    float v[NUW][8], x[NUX][8];
+    [[unroll]] for (uint h = 0u; h < NUW; h++)
+        fetch_w(tm, 0u, r0 + h * RSTEP, j, v[h]);
+    [[unroll]] for (uint h = 0u; h < NUX; h++)
+        fetch_x(tn, 0u, r0 + h * RSTEP, j, x[h]);
+    [[unroll]] for (uint h = 0u; h < NUW; h++)
+        put_w(o0 + h * RSTEP * ST, v[h]);
+    [[unroll]] for (uint h = 0u; h < NUX; h++)
+        put_x(o0 + h * RSTEP * ST, x[h]);
+    barrier();
 
     for (uint kb = 0u; kb < pc.k; kb += BK) {
-        // 128 rows x 4 units of 8 for each of W and X: two of each per invocation
-        for (uint h = 0u; h < 2u; h++) {
-            uint li = tid + h * WG;
-            uint r = li / 4u, j = li % 4u;
-            float v[8];
-            if (tm + r < pc.m)
-                load_w8(tm + r, kb / 8u + j, v);
-            else
-                for (uint i = 0u; i < 8u; i++)
-                    v[i] = 0.0;
-            for (uint i = 0u; i < 8u; i++)
-                as[r * ST + 8u * j + i] = float16_t(v[i]);
-            float xv[8];
-            if (tn + r < pc.n)
-                load_x8(tn + r, kb / 8u + j, xv);
-            else
-                for (uint i = 0u; i < 8u; i++)
-                    xv[i] = 0.0;
-            for (uint i = 0u; i < 8u; i++)
-                bs[r * ST + 8u * j + i] = float16_t(xv[i]);
+        bool more = kb + BK < pc.k;  // uniform
+        if (more) {
+            [[unroll]] for (uint h = 0u; h < NUW; h++)
+                fetch_w(tm, kb + BK, r0 + h * RSTEP, j, v[h]);
+            [[unroll]] for (uint h = 0u; h < NUX; h++)
+                fetch_x(tn, kb + BK, r0 + h * RSTEP, j, x[h]);
         }
-        barrier();
-        for (uint ks = 0u; ks < BK; ks += 16u) {
-            fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fa[4], fb[2];
-            for (uint a = 0u; a < 4u; a++)
-                coopMatLoadNV(fa[a], as, (wm + 16u * a) * ST + ks, ST, false);
-            for (uint b = 0u; b < 2u; b++)
-                coopMatLoadNV(fb[b], bs, (wn + 16u * b) * ST + ks, ST, true);
-            for (uint a = 0u; a < 4u; a++)
-                for (uint b = 0u; b < 2u; b++)
-                    acc[a][b] = coopMatMulAddNV(fa[a], fb[b], acc[a][b]);
+        uint sa = wm * ST, sb = wn * ST;
+        [[unroll]] for (uint ks = 0u; ks < BK; ks += 16u) {
+            FA a0, a1, b0, b1;
+            coopMatLoadNV(a0, as, sa + ks, ST, false);
+            coopMatLoadNV(a1, as, sa + 16u * ST + ks, ST, false);
+            coopMatLoadNV(b0, bs, sb + ks, ST, true);
+            coopMatLoadNV(b1, bs, sb + 16u * ST + ks, ST, true);
+            c00 = coopMatMulAddNV(a0, b0, c00);
+            c01 = coopMatMulAddNV(a0, b1, c01);
+            c10 = coopMatMulAddNV(a1, b0, c10);
+            c11 = coopMatMulAddNV(a1, b1, c11);
+#ifndef N64
+            FA a2, a3;
+            coopMatLoadNV(a2, as, sa + 32u * ST + ks, ST, false);
+            coopMatLoadNV(a3, as, sa + 48u * ST + ks, ST, false);
+            c20 = coopMatMulAddNV(a2, b0, c20);
+            c21 = coopMatMulAddNV(a2, b1, c21);
+            c30 = coopMatMulAddNV(a3, b0, c30);
+            c31 = coopMatMulAddNV(a3, b1, c31);
+#endif
         }
-        barrier();
+        barrier();  // this step's reads before the next step's stores
+        if (more) {
+            [[unroll]] for (uint h = 0u; h < NUW; h++)
+                put_w(o0 + h * RSTEP * ST, v[h]);
+            [[unroll]] for (uint h = 0u; h < NUX; h++)
+                put_x(o0 + h * RSTEP * ST, x[h]);
+        }
+        barrier();  // the stores before the next step's reads
     }
 
-    // y[j * m + i]: column-major with stride m
-    for (uint a = 0u; a < 4u; a++)
-        for (uint b = 0u; b < 2u; b++) {
-            uint i0 = tm + wm + 16u * a, j0 = tn + wn + 16u * b;
-            if (i0 >= pc.m || j0 >= pc.n)
-                continue;  // uniform in the subgroup
-            if (i0 + 16u <= pc.m && j0 + 16u <= pc.n && pc.m % 4u == 0u) {  // 16-byte aligned stride
-                coopMatStoreNV(acc[a][b], y, j0 * pc.m + i0, pc.m, true);
-            } else {
-                coopMatStoreNV(acc[a][b], cs, sg * 256u, 16u, true);
-                subgroupMemoryBarrierShared();
-                subgroupBarrier();
-                for (uint e = gl_SubgroupInvocationID; e < 256u; e += 32u) {
-                    uint i = e % 16u, j = e / 16u;
-                    if (i0 + i < pc.m && j0 + j < pc.n)
-                        y[(j0 + j) * pc.m + i0 + i] = cs[sg * 256u + e];
-                }
-                subgroupBarrier();
-            }
-        }
+    uint i0 = tm + wm, j0 = tn + wn;
+    store_tile(c00, i0, j0, sg);
+    store_tile(c01, i0, j0 + 16u, sg);
+    store_tile(c10, i0 + 16u, j0, sg);
+    store_tile(c11, i0 + 16u, j0 + 16u, sg);
+#ifndef N64
+    store_tile(c20, i0 + 32u, j0, sg);
+    store_tile(c21, i0 + 32u, j0 + 16u, sg);
+    store_tile(c30, i0 + 48u, j0, sg);
+    store_tile(c31, i0 + 48u, j0 + 16u, sg);
+#endif
 }

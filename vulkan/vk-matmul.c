@@ -76,13 +76,20 @@ static void matvec_shape(uint32_t *ret_wg, uint32_t *ret_rows) {
         *ret_rows = MIN(rows, 8u);
 }
 
-static void variant_name(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t n, char *buf, size_t len,
-                         const char **ret_kind) {
+static void variant_name(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t k, uint32_t n, char *buf,
+                         size_t len, const char **ret_kind) {
         const char *st = fast_storage(d) ? "" : "_u32";
         const char *sg = d->subgroup_fast ? "" : "_nosg";
 
         if (n > MATVEC_MAX_COLS && d->coopmat) {
-                snprintf(buf, len, "matmul_coopmat_%s_%s%s", wtypes[wt].name, x_f16 ? "f16" : "f32", st);
+                /* _f: unconditional 16-byte loads, k % 8 == 0 only; _fn64: that with 128 x 64
+                 * tiles (twice the workgroups), $QUANTD_VK_COOPMAT_TILE_N=64. On the H100 it wins
+                 * where the grid is small (1024x4096x512: 91 vs 116 us) and loses where it fills
+                 * the GPU (4096x4096x512: 184 vs 125 us); TODO: pick it by grid size. */
+                bool n64 = env_u32("QUANTD_VK_COOPMAT_TILE_N", 128) == 64;
+                const char *cm = k % 8 ? "" : n64 ? "_fn64" : "_f";
+                snprintf(buf, len, "matmul_coopmat%s_%s_%s%s", cm, wtypes[wt].name, x_f16 ? "f16" : "f32",
+                         st);
                 *ret_kind = "matmul_coopmat";
         } else if (n > MATVEC_MAX_COLS) {
                 snprintf(buf, len, "matmul_%s_%s%s", wtypes[wt].name, x_f16 ? "f16" : "f32", st);
@@ -103,7 +110,7 @@ const char *qvk_matmul_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32
 
         if (wt >= _QVK_W_MAX || n == 0)
                 return NULL;
-        variant_name(d, wt, x_f16, n, name, sizeof(name), &kind);
+        variant_name(d, wt, x_f16, k, n, name, sizeof(name), &kind);
         if (n > MATVEC_MAX_COLS)
                 snprintf(out, sizeof(out), "%s", name);
         else
@@ -147,11 +154,13 @@ int qvk_matmul(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k
         /* The kernels read weights, activations and scratch with 16-byte vector loads. */
         if (w.offset % 16 || x.offset % 16 || scratch.offset % 16)
                 return -EINVAL;
-        variant_name(d, wt, x_f16, n, name, sizeof(name), &kind);
+        variant_name(d, wt, x_f16, k, n, name, sizeof(name), &kind);
 
         if (startswith(kind, "matmul")) {
-                uint32_t spec[] = { 256 }, tile = streq(kind, "matmul_coopmat") ? 128 : 64;
-                if (DIV_ROUND_UP(m, tile) > MAX_GROUPS_X || DIV_ROUND_UP(n, tile) > MAX_GROUPS_X)
+                bool cm = streq(kind, "matmul_coopmat");
+                uint32_t spec[] = { 256 }, tile = cm ? 128 : 64;
+                uint32_t tile_n = cm && !strstr(name, "n64") ? 128 : 64;
+                if (DIV_ROUND_UP(m, tile) > MAX_GROUPS_X || DIV_ROUND_UP(n, tile_n) > MAX_GROUPS_X)
                         return -E2BIG;
                 r = qvk_pipeline_get(d, name, spec, ELEMENTSOF(spec), 3, sizeof(push), &p);
                 if (r < 0)
@@ -159,7 +168,7 @@ int qvk_matmul(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k
                 push.gx = DIV_ROUND_UP(m, tile);
                 b[0] = w, b[1] = x, b[2] = y;
                 return qvk_cmd_dispatch(c, p, b, 3, 1u << 2, &push, sizeof(push), push.gx,
-                                        DIV_ROUND_UP(n, tile), 1);
+                                        DIV_ROUND_UP(n, tile_n), 1);
         }
 
         uint32_t wg, rows;

@@ -149,8 +149,9 @@ def test_introspection():
     dbus.Interface(bus.get_object(NAME, s.path), REQ).Cancel()
     s.wait()
     assert s.reason == "cancelled", s.reason
-    assert set(doc) == set(live), (set(doc), set(live))
-    for iface in doc:
+    # Job objects exist only while a job is kept: test-jobs.py holds that interface to the file.
+    assert set(doc) - {"org.quantd.Quantd1.Job"} == set(live), (set(doc), set(live))
+    for iface in live:
         assert doc[iface] == live[iface], "%s differs:\ndoc  %s\nlive %s" % (iface, doc[iface], live[iface])
     # Every member in the file carries a comment right before it.
     text = open(os.environ["QUANTD_DBUS_XML"]).read().splitlines()
