@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-bus.h>
@@ -327,6 +328,85 @@ static int cmd_tokenize(sd_bus *bus, char **args, int n) {
         return EXIT_OK;
 }
 
+/* Human view of GetPolicy()'s JSON: sources, rules, the decision per model, recent switches.
+ * Missing fields print as "-" so an older daemon still reads. */
+static const char *jstr(json_t *o, const char *key) {
+        const char *v = json_string_value(json_object_get(o, key));
+        return v && *v ? v : "-";
+}
+
+static void print_num(const char *label, json_t *v, const char *unit) {
+        if (json_is_number(v))
+                printf("  %-22s %.1f%s\n", label, json_number_value(v), unit);
+        else
+                printf("  %-22s -\n", label);
+}
+
+static void print_policy(json_t *o) {
+        json_t *src = json_object_get(o, "sources"), *dec = json_object_get(o, "decision"), *v;
+        size_t i;
+
+        printf("Policy: %s; cap %s (%s)\n", jstr(o, "policy"), jstr(dec, "cap"), jstr(dec, "reason"));
+        if (json_is_true(json_object_get(dec, "dwell_holding")))
+                printf("  holding %s until the dwell time has passed\n", jstr(dec, "cap"));
+
+        printf("\nSources\n");
+        json_t *ps = json_object_get(src, "power_supply"), *up = json_object_get(src, "upower");
+        json_t *pp = json_object_get(src, "power_profile"), *mem = json_object_get(src, "memory");
+        printf("  %-22s %s\n", "on battery",
+               json_is_true(json_object_get(src, "on_battery")) ? "yes" : "no");
+        print_num("battery", json_object_get(src, "battery_percent"), " %");
+        printf("  %-22s %s\n", "AC (sysfs)",
+               !json_is_true(json_object_get(ps, "ac_present")) ? "absent" :
+               json_is_true(json_object_get(ps, "ac_online")) ? "online" : "offline");
+        printf("  %-22s %s\n", "UPower",
+               json_is_true(json_object_get(up, "present")) ? "present" : jstr(up, "bus"));
+        printf("  %-22s %s%s%s\n", "power profile",
+               json_is_true(json_object_get(pp, "present")) ? jstr(pp, "active") : "absent",
+               json_is_true(json_object_get(pp, "present")) ? " via " : "",
+               json_is_true(json_object_get(pp, "present")) ? jstr(pp, "service") : "");
+        json_array_foreach(json_object_get(json_object_get(src, "thermal"), "sensors"), i, v) {
+                char label[64];
+                snprintf(label, sizeof(label), "%s%s", jstr(v, "name"),
+                         json_is_true(json_object_get(v, "gpu")) ? " (GPU)" : "");
+                print_num(label, json_object_get(v, "temp_c"), " °C");
+        }
+        if (json_array_size(json_object_get(json_object_get(src, "thermal"), "sensors")) == 0)
+                printf("  %-22s absent\n", "temperature");
+        if (json_is_true(json_object_get(mem, "meminfo_present")))
+                printf("  %-22s %.0f of %.0f MiB\n", "memory available",
+                       json_number_value(json_object_get(mem, "mem_available")) / 1048576.0,
+                       json_number_value(json_object_get(mem, "mem_total")) / 1048576.0);
+        if (json_is_true(json_object_get(mem, "psi_present")))
+                printf("  %-22s some %.1f %%, full %.1f %% (%s)\n", "memory pressure (avg10)",
+                       json_number_value(json_object_get(mem, "psi_some_avg10")),
+                       json_number_value(json_object_get(mem, "psi_full_avg10")), jstr(mem, "psi_mode"));
+
+        printf("\nRules\n");
+        json_array_foreach(json_object_get(o, "rules"), i, v)
+                printf("  %-22s -> %-5s %s\n", jstr(v, "rule"), jstr(v, "precision"),
+                       json_is_true(json_object_get(v, "fires")) ? "FIRES" : "");
+
+        printf("\nModels\n");
+        json_array_foreach(json_object_get(dec, "models"), i, v)
+                printf("  %-22s now %-5s wanted %-5s%s%s%s\n", jstr(v, "name"), jstr(v, "precision"),
+                       jstr(v, "wanted"), json_is_true(json_object_get(v, "pinned")) ? " (pinned)" : "",
+                       json_is_true(json_object_get(v, "budget_limited")) ? " (memory budget)" : "",
+                       json_is_true(json_object_get(v, "evict")) ? " (evict)" : "");
+
+        json_t *h = json_object_get(o, "history");
+        if (json_array_size(h) > 0) {
+                printf("\nRecent changes (oldest first)\n");
+                json_array_foreach(h, i, v) {
+                        time_t t = (time_t) (json_number_value(json_object_get(v, "time_usec")) / 1e6);
+                        char when[32];
+                        strftime(when, sizeof(when), "%H:%M:%S", localtime(&t));
+                        printf("  %s %-7s %-16s %s -> %s  %s\n", when, jstr(v, "kind"), jstr(v, "model"),
+                               jstr(v, "from"), jstr(v, "to"), jstr(v, "reason"));
+                }
+        }
+}
+
 static int cmd_policy(sd_bus *bus, char **args, int n) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -341,12 +421,15 @@ static int cmd_policy(sd_bus *bus, char **args, int n) {
         if (r < 0)
                 return error_exit(NULL, r, "Bad reply");
         o = json_loads(text, 0, NULL);
-        if (o) {
-                json_dumpf(o, stdout, arg_json ? JSON_COMPACT : JSON_INDENT(2));
-                json_decref(o);
-        } else
+        if (!o) {
                 fputs(text, stdout);
-        putchar('\n');
+                putchar('\n');
+        } else if (arg_json) {
+                json_dumpf(o, stdout, JSON_COMPACT);
+                putchar('\n');
+        } else
+                print_policy(o);
+        json_decref(o);
         return EXIT_OK;
 }
 

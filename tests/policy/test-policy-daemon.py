@@ -228,6 +228,12 @@ class Test:
         out = subprocess.run([quantctl, "--user", "policy"], env=self.env.env, capture_output=True,
                              text=True, timeout=20)
         assert out.returncode == 0, out.stderr
+        for heading in ("Policy:", "Sources", "Rules", "Models", "Recent changes"):
+            assert heading in out.stdout, (heading, out.stdout)
+        assert "on-battery" in out.stdout and "memory-pressure" in out.stdout, out.stdout
+        out = subprocess.run([quantctl, "--user", "--json", "policy"], env=self.env.env,
+                             capture_output=True, text=True, timeout=20)
+        assert out.returncode == 0, out.stderr
         p = json.loads(out.stdout)
         for key in ("sources", "rules", "decision", "history", "config", "models"):
             assert key in p, key
