@@ -164,37 +164,6 @@ static void add_bias(const float *b, float *x, size_t n, size_t m) {
                         x[j * m + i] += b[i];
 }
 
-static void rmsnorm(const float *g, const float *x, float *out, size_t n, uint32_t d, float eps) {
-        for (size_t j = 0; j < n; j++) {
-                double ss = 0;
-                for (uint32_t i = 0; i < d; i++)
-                        ss += (double) x[j * d + i] * x[j * d + i];
-                float scale = 1.0f / sqrtf((float) (ss / d) + eps);
-                for (uint32_t i = 0; i < d; i++)
-                        out[j * d + i] = x[j * d + i] * scale * g[i];
-        }
-}
-
-/* As llama-cpu.c's rope (llama.cpp's normal and NeoX modes, optional frequency factors). */
-static void rope(const LlamaHParams *hp, float *v, uint32_t n_heads, uint32_t pos) {
-        uint32_t nr = hp->n_rot;
-
-        for (uint32_t i = 0; i < nr / 2; i++) {
-                float theta = (float) pos * hp->rope_freq_scale *
-                              powf(hp->rope_base, -2.0f * (float) i / (float) nr);
-                if (hp->rope_factors)
-                        theta /= hp->rope_factors[i];
-                float c = cosf(theta), s = sinf(theta);
-                for (uint32_t h = 0; h < n_heads; h++) {
-                        float *x = v + (size_t) h * hp->head_dim;
-                        uint32_t a = hp->neox ? i : 2 * i, b = hp->neox ? i + nr / 2 : 2 * i + 1;
-                        float x0 = x[a], x1 = x[b];
-                        x[a] = x0 * c - x1 * s;
-                        x[b] = x0 * s + x1 * c;
-                }
-        }
-}
-
 static void attention(const LlamaHParams *hp, const float *q, const float *k, const float *v,
                       size_t n, float *sc, float *att) {
         uint32_t hd = hp->head_dim, nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
@@ -274,7 +243,7 @@ int qd_eval_forward(QdEvalModel *m, const uint32_t *tokens, size_t n, float *ret
         for (uint32_t l = 0; l < hp->n_layer; l++) {
                 const EvalLayer *L = &m->layers[l];
 
-                rmsnorm(L->attn_norm, x, xb, n, E, hp->eps);
+                llama_rmsnorm_rows(L->attn_norm, x, xb, n, E, hp->eps);
                 CAPTURE(QD_EVAL_SITE_ATTN_IN, xb, E);
                 matmul(L->wq, nq, E, xb, n, q);
                 matmul(L->wk, nkv, E, xb, n, k);
@@ -283,8 +252,8 @@ int qd_eval_forward(QdEvalModel *m, const uint32_t *tokens, size_t n, float *ret
                 add_bias(L->bk, k, n, nkv);
                 add_bias(L->bv, v, n, nkv);
                 for (size_t j = 0; j < n; j++) {
-                        rope(hp, q + j * nq, hp->n_head, j);
-                        rope(hp, k + j * nkv, hp->n_head_kv, j);
+                        llama_rope(hp, q + j * nq, hp->n_head, j);
+                        llama_rope(hp, k + j * nkv, hp->n_head_kv, j);
                 }
                 attention(hp, q, k, v, n, sc, att);
                 CAPTURE(QD_EVAL_SITE_ATTN_OUT, att, nq);
@@ -292,7 +261,7 @@ int qd_eval_forward(QdEvalModel *m, const uint32_t *tokens, size_t n, float *ret
                 for (size_t i = 0; i < n * E; i++)
                         x[i] += o[i];
 
-                rmsnorm(L->ffn_norm, x, xb, n, E, hp->eps);
+                llama_rmsnorm_rows(L->ffn_norm, x, xb, n, E, hp->eps);
                 CAPTURE(QD_EVAL_SITE_FFN_IN, xb, E);
                 matmul(L->gate, F, E, xb, n, g);
                 matmul(L->up, F, E, xb, n, u);
@@ -305,7 +274,7 @@ int qd_eval_forward(QdEvalModel *m, const uint32_t *tokens, size_t n, float *ret
         }
 #undef CAPTURE
 
-        rmsnorm(m->output_norm, x, xb, n, E, hp->eps);
+        llama_rmsnorm_rows(m->output_norm, x, xb, n, E, hp->eps);
         matmul(m->output, V, E, xb, n, ret_logits);
         return 0;
 }

@@ -86,6 +86,18 @@ static int add_bias(const LlamaTensor *b, float *x, size_t n, uint64_t m) {
         return 0;
 }
 
+void llama_rmsnorm_rows(const float *g, const float *x, float *out, size_t n, uint32_t d,
+                        float eps) {
+        for (size_t j = 0; j < n; j++) {
+                double ss = 0;
+                for (uint32_t i = 0; i < d; i++)
+                        ss += (double) x[j * d + i] * x[j * d + i];
+                float scale = 1.0f / sqrtf((float) (ss / d) + eps);
+                for (uint32_t i = 0; i < d; i++)
+                        out[j * d + i] = x[j * d + i] * scale * g[i];
+        }
+}
+
 static int rmsnorm(const LlamaTensor *wt, const float *x, float *out, size_t n, uint32_t d,
                    float eps) {
         _cleanup_free_ float *g = malloc(d * sizeof(float));
@@ -96,19 +108,12 @@ static int rmsnorm(const LlamaTensor *wt, const float *x, float *out, size_t n, 
         r = llama_tensor_vector(wt, g, d);
         if (r < 0)
                 return r;
-        for (size_t j = 0; j < n; j++) {
-                double ss = 0;
-                for (uint32_t i = 0; i < d; i++)
-                        ss += (double) x[j * d + i] * x[j * d + i];
-                float scale = 1.0f / sqrtf((float) (ss / d) + eps);
-                for (uint32_t i = 0; i < d; i++)
-                        out[j * d + i] = x[j * d + i] * scale * g[i];
-        }
+        llama_rmsnorm_rows(g, x, out, n, d, eps);
         return 0;
 }
 
 /* Rotates each head of v (n_heads heads of head_dim) at position pos, as llama.cpp's rope. */
-static void rope(const LlamaHParams *hp, float *v, uint32_t n_heads, uint32_t pos) {
+void llama_rope(const LlamaHParams *hp, float *v, uint32_t n_heads, uint32_t pos) {
         uint32_t nr = hp->n_rot;
 
         for (uint32_t i = 0; i < nr / 2; i++) {
@@ -179,8 +184,8 @@ int llama_cpu_eval(LlamaCpu *c, const int32_t *tokens, size_t n, float *logits, 
                         return r;
                 for (size_t j = 0; j < n; j++) {
                         uint32_t pos = c->len + j;
-                        rope(hp, q + j * nq, hp->n_head, pos);
-                        rope(hp, k + j * nkv, hp->n_head_kv, pos);
+                        llama_rope(hp, q + j * nq, hp->n_head, pos);
+                        llama_rope(hp, k + j * nkv, hp->n_head_kv, pos);
                         memcpy(kc + (size_t) pos * nkv, k + j * nkv, nkv * sizeof(float));
                         memcpy(vc + (size_t) pos * nkv, v + j * nkv, nkv * sizeof(float));
                 }

@@ -57,6 +57,11 @@ LlamaCpu *llama_cpu_free(LlamaCpu *c);
  * (n_vocab floats), or of every token into all_logits (n*n_vocab) when not NULL. */
 int llama_cpu_eval(LlamaCpu *c, const int32_t *tokens, size_t n, float *logits, float *all_logits);
 uint32_t llama_cpu_length(LlamaCpu *c);
+/* The reference's row operations, shared with the evaluation forward (eval-forward.c):
+ * RMSNorm of n rows of d values with gains g, and RoPE of n_heads heads at position pos
+ * (llama.cpp's normal or NeoX pairing, optional frequency factors). */
+void llama_rmsnorm_rows(const float *g, const float *x, float *out, size_t n, uint32_t d, float eps);
+void llama_rope(const LlamaHParams *hp, float *v, uint32_t n_heads, uint32_t pos);
 
 /* The Vulkan path. LlamaVk holds the per-model device state (weights of each precision
  * variant); LlamaVkSeq a sequence's KV cache and recordings. */
