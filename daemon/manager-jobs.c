@@ -157,27 +157,20 @@ static void job_set_progress(Job *j, double f) {
         uv_async_send(q->async);
 }
 
-_unused_ static int on_progress(void *userdata, double fraction) {
+/* The library's progress; quantizing starts at 5% (hashing the source came first). A
+ * cancelled job stops here, between tensors or windows. */
+static int on_progress(void *userdata, double fraction) {
         Job *j = userdata;
 
         if (atomic_load(&j->cancel))
                 return -ECANCELED;
-        job_set_progress(j, fraction);
+        job_set_progress(j, j->kind == JOB_QUANTIZE ? 0.05 + 0.95 * fraction : fraction);
         return 0;
 }
 
-/* The library's messages also carry its position: "[ 28%] blk.0.attn_q.weight ..." while
- * quantizing, "model: window 3/19" / "reference: window 3/19" while evaluating. */
 static void on_log(void *userdata, const char *msg) {
         Job *j = userdata;
-        const char *w = strstr(msg, "window ");
-        unsigned pct, i, n;
-
         log_debug("Job %" PRIu64 ": %s", j->id, msg);
-        if (j->kind == JOB_QUANTIZE && sscanf(msg, "[%u%%]", &pct) == 1 && pct <= 100)
-                job_set_progress(j, 0.05 + 0.9 * pct / 100.0);
-        else if (j->kind == JOB_EVALUATE && w && sscanf(w, "window %u/%u", &i, &n) == 2 && i >= 1 && i <= n)
-                job_set_progress(j, ((i - 1) + (strncmp(msg, "reference", 9) == 0 ? 0.5 : 0.0)) / n);
 }
 
 static int state_subdir(Job *j, char **ret) {
@@ -287,9 +280,7 @@ static int run_quantize(Job *j, json_t **ret) {
                 .n_threads = j->n_threads,
                 .log = on_log,
                 .userdata = j,
-#ifdef QD_EVAL_HAVE_PROGRESS
                 .progress = on_progress,
-#endif
         };
         r = qd_quantize_file(j->model_path, out, &o, &err);
         if (r < 0) {
@@ -346,9 +337,7 @@ static int run_evaluate(Job *j, json_t **ret) {
                 .max_windows = j->max_windows,
                 .log = on_log,
                 .userdata = j,
-#ifdef QD_EVAL_HAVE_PROGRESS
                 .progress = on_progress,
-#endif
         };
         r = qd_eval_text(j->model_path, j->ref_path, text, len, &eo, &rep);
         if (r < 0)

@@ -61,6 +61,12 @@ static void say(const QdQuantizeOptions *o, const char *fmt, ...) {
         o->log(o->userdata, buf);
 }
 
+/* Tells o->progress; < 0 when it asks to stop. */
+static int report(const QdQuantizeOptions *o, double fraction) {
+        int k = o->progress ? o->progress(o->userdata, fraction) : 0;
+        return k < 0 ? k : 0;
+}
+
 static int fail(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
 static int fail(char **ret_error, int r, const char *fmt, ...) {
         va_list ap;
@@ -169,6 +175,9 @@ static int calibrate(const char *in_path, const QdQuantizeOptions *o, Calib *c, 
         for (size_t s = 0; s * n_ctx < n_used; s++) {
                 size_t len = MIN(n_ctx, n_used - s * n_ctx);
                 say(o, "calibration window %zu/%zu (%zu tokens)", s + 1, (n_used + n_ctx - 1) / n_ctx, len);
+                r = report(o, 0.3 * (double) s / ((n_used + n_ctx - 1) / n_ctx));
+                if (r < 0)
+                        return r;
                 c->seen_base = s * n_ctx;
                 r = qd_eval_forward(m, tok + s * n_ctx, len, logits, calib_capture, c);
                 if (r < 0)
@@ -480,6 +489,9 @@ int qd_quantize_file(const char *in_path, const char *out_path, const QdQuantize
         if (o->method == QD_QUANTIZE_AWQ) {
                 QdAwqOptions ao = { .clip = true, .n_threads = o->n_threads };
                 for (uint32_t l = 0; l < calib.n_layer; l++) {
+                        r = report(o, 0.3 + 0.2 * l / calib.n_layer);
+                        if (r < 0)
+                                goto finish;
                         r = awq_layer(g, l, &p, &ao, &calib, out, o);
                         if (r < 0) {
                                 fail(ret_error, r, "AWQ of layer %u failed", l);
@@ -489,6 +501,7 @@ int qd_quantize_file(const char *in_path, const char *out_path, const QdQuantize
         }
 
         uint64_t done = 0, total = 0;
+        double lo = o->method == QD_QUANTIZE_AWQ ? 0.5 : calibrated ? 0.3 : 0.0;
         for (size_t i = 0; i < n_t; i++)
                 total += is_weight(gguf_tensor(g, i)) ? gguf_tensor(g, i)->n_elements : 0;
         for (size_t i = 0; i < n_t; i++) {
@@ -510,6 +523,9 @@ int qd_quantize_file(const char *in_path, const char *out_path, const QdQuantize
                 int site = site_of(t->name, &layer);
                 QdHessian *h = calib.gptq && site >= 0 && layer < calib.n_layer ?
                         calib.h[(size_t) layer * _QD_EVAL_SITE_MAX + site] : NULL;
+                r = report(o, lo + (1.0 - lo) * done / MAX(total, (uint64_t) 1));
+                if (r < 0)
+                        goto finish;
                 say(o, "[%3.0f%%] %s %s -> %s (%s)", 100.0 * done / MAX(total, (uint64_t) 1), t->name,
                     ggml_type_name(t->type), ggml_type_name(ggml_of(tp.type)),
                     h ? "gptq" : tp.range == QD_RANGE_CLIP ? "rtn-clip" : "rtn");

@@ -94,6 +94,7 @@ typedef struct Progress {
         const QdEvalOptions *o;
         const char *what;
         size_t calls, total;
+        size_t *done, all;       /* windows over model and reference, for o->progress */
 } Progress;
 
 static int logits_progress(void *userdata, const uint32_t *tokens, size_t n, float *ret_logits) {
@@ -103,6 +104,11 @@ static int logits_progress(void *userdata, const uint32_t *tokens, size_t n, flo
         if (p->o && p->o->log) {
                 snprintf(msg, sizeof(msg), "%s: window %zu/%zu", p->what, ++p->calls, p->total);
                 p->o->log(p->o->userdata, msg);
+        }
+        if (p->o && p->o->progress) {
+                int k = p->o->progress(p->o->userdata, (double) (*p->done)++ / MAX(p->all, (size_t) 1));
+                if (k < 0)
+                        return k;
         }
         return qd_eval_forward(p->m, tokens, n, ret_logits, NULL, NULL);
 }
@@ -124,14 +130,15 @@ int qd_eval_tokens(const char *model_path, const char *ref_path, const uint32_t 
         size_t total = n_tokens / po.n_ctx;
         if (po.max_windows)
                 total = MIN(total, po.max_windows);
-        Progress pm = { .m = m, .o = o, .what = "model", .total = total };
+        size_t done = 0, all = ref_path ? 2 * total : total;
+        Progress pm = { .m = m, .o = o, .what = "model", .total = total, .done = &done, .all = all };
         if (ref_path) {
                 r = qd_eval_model_load(ref_path, &ref, NULL);
                 if (r < 0)
                         return r;
                 if (qd_eval_model_n_vocab(ref) != qd_eval_model_n_vocab(m))
                         return -EINVAL;
-                Progress pr = { .m = ref, .o = o, .what = "reference", .total = total };
+                Progress pr = { .m = ref, .o = o, .what = "reference", .total = total, .done = &done, .all = all };
                 r = qd_ppl_compare(tokens, n_tokens, qd_eval_model_n_vocab(m), &po, logits_progress, &pr,
                                    logits_progress, &pm, &rep.ref_ppl, &rep.ppl, &rep.dist);
                 rep.has_ref = true;

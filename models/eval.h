@@ -73,7 +73,10 @@ typedef struct QdQuantizeOptions {
         unsigned n_threads;            /* 0: 1 */
         /* Messages ("quantizing blk.0.attn_q.weight"), may be NULL. */
         void (*log)(void *userdata, const char *msg);
-        void *userdata;
+        /* Fraction done (0..1), called between calibration windows, AWQ layers and tensors; a
+         * negative return (e.g. -ECANCELED) stops the work and is returned. May be NULL. */
+        int (*progress)(void *userdata, double fraction);
+        void *userdata;                /* of log and progress */
 } QdQuantizeOptions;
 
 /* Reads an F32/F16/BF16 llama/qwen2 GGUF, quantizes every 2-D weight except token_embd.weight
@@ -111,7 +114,10 @@ typedef struct QdEvalOptions {
         size_t max_windows;      /* 0: all */
         /* Progress messages ("window 3/19"), may be NULL. */
         void (*log)(void *userdata, const char *msg);
-        void *userdata;
+        /* Fraction done (0..1), called before each window of the model and of the reference; a
+         * negative return (e.g. -ECANCELED) stops the evaluation and is returned. May be NULL. */
+        int (*progress)(void *userdata, double fraction);
+        void *userdata;          /* of log and progress */
 } QdEvalOptions;
 
 /* Perplexity of model over tokens (llama.cpp's protocol, see qd_ppl_eval); with ref (may be

@@ -2,10 +2,12 @@
  * the CPU reference, Q8_0 is closer to F16 than Q4_0 (KL, SQNR), GPTQ beats RTN at Q4_0, the
  * written files keep the metadata, set general.file_type and run through engine.h. */
 #include <assert.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine-fixture.h"
 #include "engine.h"
@@ -166,6 +168,50 @@ static void eval(const char *path, const char *ref, const uint32_t *tok, QdEvalR
                ret->n_tensors);
 }
 
+/* The progress callback: fractions rise within [0, 1]; a negative answer stops the work. */
+typedef struct Prog {
+        double last;
+        unsigned calls, stop_after;
+} Prog;
+
+static int on_progress(void *userdata, double f) {
+        Prog *p = userdata;
+
+        assert(f >= p->last && f <= 1);
+        p->last = f;
+        return ++p->calls == p->stop_after ? -ECANCELED : 0;
+}
+
+static void test_progress_cancel(const char *f16, const char *dir, const uint32_t *calib, size_t n_calib,
+                                 const uint32_t *tok) {
+        _cleanup_free_ char *out = NULL;
+        Prog all = {}, stop = { .stop_after = 3 }, estop = { .stop_after = 2 };
+        QdQuantizeOptions o = {
+                .type = QD_QTYPE_Q4_0,
+                .method = QD_QUANTIZE_GPTQ,
+                .calib_tokens = calib,
+                .n_calib_tokens = n_calib,
+                .n_samples = 4,
+                .n_ctx = N_CTX,
+                .progress = on_progress,
+                .userdata = &all,
+        };
+        QdEvalReport rep = {};
+
+        assert(asprintf(&out, "%s/cancelled.gguf", dir) > 0);
+        assert(qd_quantize_file(f16, out, &o, NULL) == 0);
+        /* Calibration windows, then every weight matrix. */
+        assert(all.calls > 4 + 2 * 7 && all.last > 0.9);
+        assert(unlink(out) == 0);
+        o.userdata = &stop;
+        assert(qd_quantize_file(f16, out, &o, NULL) == -ECANCELED);
+        assert(stop.calls == 3 && access(out, F_OK) < 0);
+        QdEvalOptions eo = { .n_ctx = N_CTX, .progress = on_progress, .userdata = &estop };
+        assert(qd_eval_tokens(f16, f16, tok, N_TOKENS, -1, &eo, &rep) == -ECANCELED);
+        assert(estop.calls == 2);
+        printf("progress: %u calls, cancel stops quantize and eval\n", all.calls);
+}
+
 int main(void) {
         _cleanup_free_ char *dir = fixture_tmpdir();
         _cleanup_free_ char *f16 = NULL, *q8 = NULL, *q4 = NULL, *q4g = NULL, *q4a = NULL;
@@ -191,6 +237,7 @@ int main(void) {
         quantize(f16, q4, QD_QTYPE_Q4_0, QD_QUANTIZE_RTN, NULL, 0);
         quantize(f16, q4g, QD_QTYPE_Q4_0, QD_QUANTIZE_GPTQ, calib, ELEMENTSOF(calib));
         quantize(f16, q4a, QD_QTYPE_Q4_0, QD_QUANTIZE_AWQ, calib, ELEMENTSOF(calib));
+        test_progress_cancel(f16, dir, calib, ELEMENTSOF(calib), tok);
         /* Already quantized input is refused. */
         assert(qd_quantize_file(q8, q4, &(QdQuantizeOptions) { .type = QD_QTYPE_Q4_0 }, NULL) == -EINVAL);
 

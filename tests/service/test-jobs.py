@@ -5,7 +5,8 @@ directory; an identical request served from the cache; a truncated cache file de
 rebuilt; the output loaded with LoadModel and generating; Evaluate with a reference (finite PPL,
 KL >= 0); Cancel and cancellation when the caller leaves; an unprivileged caller refused;
 quantctl quantize / eval; the Job interface against docs/org.quantd.Quantd1.xml; one
-quantize + poll round trip over the HTTP socket; the cache reused after a restart."""
+quantize + poll round trip over the HTTP socket; the cache reused after a restart; SIGTERM
+stopping a running job promptly."""
 import json
 import math
 import os
@@ -187,6 +188,9 @@ def test_cancel():
     other.close()
     assert watch.wait(c)[0] == "cancelled"
     assert "left, cancelling" in env.log()
+    # Running jobs stopped between calibration windows / tensors: nothing was written.
+    for p in (a, c):
+        assert "Job %s: writing" % str(p).rsplit("/", 1)[1] not in env.log(), p
 
 
 def test_job_interface_documented():
@@ -273,6 +277,20 @@ def test_cache_survives_restart():
     assert state == "done" and bool(res["cached"]) and str(res["path"]) == first["path"], (state, res)
 
 
+def test_sigterm_stops_running_job():
+    if not env.bundled:
+        print("     (skipped: no bundled model)")
+        return
+    fresh = dbus.Interface(bus.get_object(NAME, MGR_PATH), MGR)
+    path = fresh.Quantize(env.bundled, dbus.Dictionary({"type": "q4_0", "method": "awq", "samples": 8, "ctx": 128},
+                                                       signature="sv"))
+    assert run_until(lambda: watch.progress.get(str(path)) and watch.progress[str(path)][-1] > 0.05, 30)
+    t = time.time()
+    assert env.stop() == 0
+    assert time.time() - t < 10, time.time() - t
+    assert watch.wait(path, 5)[0] == "cancelled"
+
+
 sys.exit(svc_common.run_tests(env, [
     ("quantize-progress", test_quantize_progress),
     ("cache-hit", test_cache_hit),
@@ -285,4 +303,5 @@ sys.exit(svc_common.run_tests(env, [
     ("quantctl", test_quantctl),
     ("http-round-trip", test_http_round_trip),
     ("cache-survives-restart", test_cache_survives_restart),
+    ("sigterm-stops-running-job", test_sigterm_stops_running_job),
 ]))
