@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "heap.h"
 #include "macro.h"
 #include "tokenizer-internal.h"
 
@@ -258,68 +259,25 @@ typedef struct Pair {
         size_t left_n, right_n;
 } Pair;
 
-static bool pair_before(const Pair *a, const Pair *b) {
+static bool pair_before(const void *pa, const void *pb) {
+        const Pair *a = pa, *b = pb;
         return a->rank != b->rank ? a->rank < b->rank : a->left < b->left;
 }
 
-typedef struct PairHeap {
-        Pair *v;
-        size_t n, alloc;
-} PairHeap;
 
-static int pheap_push(PairHeap *h, Pair p) {
-        if (h->n == h->alloc) {
-                size_t na = MAX(h->alloc * 2, (size_t)32);
-                Pair *v = reallocarray(h->v, na, sizeof(Pair));
-                if (!v)
-                        return -ENOMEM;
-                h->v = v;
-                h->alloc = na;
-        }
-        size_t i = h->n++;
-        while (i > 0 && pair_before(&p, &h->v[(i - 1) / 2])) {
-                h->v[i] = h->v[(i - 1) / 2];
-                i = (i - 1) / 2;
-        }
-        h->v[i] = p;
-        return 0;
-}
-
-static Pair pheap_pop(PairHeap *h) {
-        Pair top = h->v[0], last = h->v[--h->n];
-        size_t i = 0;
-        for (;;) {
-                size_t l = 2 * i + 1, r = l + 1, m = i;
-                const Pair *best = &last;
-                if (l < h->n && pair_before(&h->v[l], best)) {
-                        m = l;
-                        best = &h->v[l];
-                }
-                if (r < h->n && pair_before(&h->v[r], best))
-                        m = r;
-                if (m == i)
-                        break;
-                h->v[i] = h->v[m];
-                i = m;
-        }
-        if (h->n > 0)
-                h->v[i] = last;
-        return top;
-}
-
-static int add_pair(const QdTokenizer *t, const Sym *syms, PairHeap *h, int32_t l, int32_t r) {
+static int add_pair(const QdTokenizer *t, const Sym *syms, Heap *h, int32_t l, int32_t r) {
         if (l < 0 || r < 0)
                 return 0;
         const MergeEntry *e = merge_find(t, syms[l].id, syms[r].id);
         if (!e)
                 return 0;
-        return pheap_push(
+        return heap_push(
                 h,
-                (Pair){.left = l, .right = r, .rank = e->rank, .left_n = syms[l].n, .right_n = syms[r].n});
+                &(Pair){.left = l, .right = r, .rank = e->rank, .left_n = syms[l].n, .right_n = syms[r].n});
 }
 
 /* BPE over one pre-tokenized word, already mapped to GPT-2 code points. */
-static int bpe_word(const QdTokenizer *t, const char *w, size_t len, Sym *syms, PairHeap *h, TokenVec *out) {
+static int bpe_word(const QdTokenizer *t, const char *w, size_t len, Sym *syms, Heap *h, TokenVec *out) {
         size_t n = 0;
         int r;
 
@@ -340,7 +298,8 @@ static int bpe_word(const QdTokenizer *t, const char *w, size_t len, Sym *syms, 
                 if ((r = add_pair(t, syms, h, (int32_t)i - 1, (int32_t)i)) < 0)
                         return r;
         while (h->n > 0) {
-                Pair p = pheap_pop(h);
+                Pair p;
+                heap_pop(h, &p);
                 Sym *ls = &syms[p.left], *rs = &syms[p.right];
                 if (ls->n != p.left_n || rs->n != p.right_n || ls->next != p.right)
                         continue; /* outdated */
@@ -375,7 +334,7 @@ int tokenizer_bpe_encode(const QdTokenizer *t, const char *text, size_t len, Tok
         SpanVec a = {}, b = {};
         _cleanup_free_ char *word = NULL;
         _cleanup_free_ Sym *syms = NULL;
-        PairHeap h = {};
+        Heap h = HEAP_INIT(Pair, pair_before);
         int r;
 
         r = span_push(&a, 0, len);
@@ -408,6 +367,6 @@ int tokenizer_bpe_encode(const QdTokenizer *t, const char *text, size_t len, Tok
 finish:
         free(a.v);
         free(b.v);
-        free(h.v);
+        heap_done(&h);
         return r;
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "heap.h"
 #include "macro.h"
 #include "tokenizer-internal.h"
 
@@ -18,60 +19,14 @@ typedef struct Bigram {
         size_t size;
 } Bigram;
 
-typedef struct Heap {
-        Bigram *v;
-        size_t n, alloc;
-} Heap;
-
 /* true when a should be popped before b: higher score, then leftmost */
-static bool before(const Bigram *a, const Bigram *b) {
+static bool before(const void *pa, const void *pb) {
+        const Bigram *a = pa, *b = pb;
         if (a->score != b->score)
                 return a->score > b->score;
         return a->left < b->left;
 }
 
-static int heap_push(Heap *h, Bigram b) {
-        if (h->n == h->alloc) {
-                size_t na = MAX(h->alloc * 2, (size_t)64);
-                Bigram *v = reallocarray(h->v, na, sizeof(Bigram));
-                if (!v)
-                        return -ENOMEM;
-                h->v = v;
-                h->alloc = na;
-        }
-        size_t i = h->n++;
-        while (i > 0) {
-                size_t p = (i - 1) / 2;
-                if (!before(&b, &h->v[p]))
-                        break;
-                h->v[i] = h->v[p];
-                i = p;
-        }
-        h->v[i] = b;
-        return 0;
-}
-
-static Bigram heap_pop(Heap *h) {
-        Bigram top = h->v[0], last = h->v[--h->n];
-        size_t i = 0;
-        for (;;) {
-                size_t l = 2 * i + 1, r = l + 1, m = i;
-                const Bigram *best = &last;
-                if (l < h->n && before(&h->v[l], best)) {
-                        m = l;
-                        best = &h->v[l];
-                }
-                if (r < h->n && before(&h->v[r], best))
-                        m = r;
-                if (m == i)
-                        break;
-                h->v[i] = h->v[m];
-                i = m;
-        }
-        if (h->n > 0)
-                h->v[i] = last;
-        return top;
-}
 
 int tokenizer_spm_init(QdTokenizer *t, char **ret_error) {
         for (unsigned b = 0; b < 256; b++) {
@@ -90,12 +45,12 @@ static int try_add(const QdTokenizer *t, const char *text, const Symbol *syms, H
         int32_t id = tokenizer_lookup(t, text + syms[left].start, n);
         if (id < 0)
                 return 0;
-        return heap_push(h, (Bigram){.left = left, .right = right, .score = t->scores[id], .size = n});
+        return heap_push(h, &(Bigram){.left = left, .right = right, .score = t->scores[id], .size = n});
 }
 
 int tokenizer_spm_encode(const QdTokenizer *t, const char *text, size_t len, TokenVec *out) {
         _cleanup_free_ Symbol *syms = NULL;
-        Heap h = {};
+        Heap h = HEAP_INIT(Bigram, before);
         size_t n = 0;
         int r = 0;
 
@@ -116,7 +71,8 @@ int tokenizer_spm_encode(const QdTokenizer *t, const char *text, size_t len, Tok
                         goto finish;
         }
         while (h.n > 0) {
-                Bigram b = heap_pop(&h);
+                Bigram b;
+                heap_pop(&h, &b);
                 Symbol *l = &syms[b.left], *rs = &syms[b.right];
                 /* skip bigrams whose symbols have changed since they were queued */
                 if (l->n == 0 || rs->n == 0 || l->n + rs->n != b.size || l->next != b.right)
@@ -155,6 +111,6 @@ int tokenizer_spm_encode(const QdTokenizer *t, const char *text, size_t len, Tok
                 }
         }
 finish:
-        free(h.v);
+        heap_done(&h);
         return r;
 }
