@@ -69,6 +69,10 @@ static int mgr_set_precision(void *ctx, const Caller *c, const char *model, QdPr
         return manager_set_precision(ctx, c, model, p, reason);
 }
 
+static void mgr_sampling_defaults(void *ctx, QdSampling *ret) {
+        qd_sampling_init(ret);
+}
+
 static int mgr_status(void *ctx, json_t **ret) {
         Manager *m = ctx;
         QdEngine *e = manager_engine(m);
@@ -136,6 +140,7 @@ static int mgr_cancel_job(void *ctx, const Caller *c, uint64_t id) {
 static const HttpBackend manager_backend = {
         .generate = mgr_generate,
         .cancel = mgr_cancel,
+        .sampling_defaults = mgr_sampling_defaults,
         .cancel_caller = mgr_cancel_caller,
         .request_id = mgr_request_id,
         .model_at = mgr_model_at,
