@@ -356,6 +356,9 @@ void print_policy(json_t *o) {
         printf("Policy: %s; cap %s (%s)\n", jstr(o, "policy"), jstr(dec, "cap"), jstr(dec, "reason"));
         if (json_is_true(json_object_get(dec, "dwell_holding")))
                 printf("  holding %s until the dwell time has passed\n", jstr(dec, "cap"));
+        if (json_is_number(json_object_get(dec, "token_rate_cap")))
+                printf("  token rate: at most %.1f tokens/s per model\n",
+                       json_number_value(json_object_get(dec, "token_rate_cap")));
 
         printf("\nSources\n");
         json_t *ps = json_object_get(src, "power_supply"), *up = json_object_get(src, "upower");
@@ -395,11 +398,16 @@ void print_policy(json_t *o) {
                        json_is_true(json_object_get(v, "fires")) ? "FIRES" : "");
 
         printf("\nModels\n");
-        json_array_foreach(json_object_get(dec, "models"), i, v)
-                printf("  %-22s now %-5s wanted %-5s%s%s%s\n", jstr(v, "name"), jstr(v, "precision"),
+        json_array_foreach(json_object_get(dec, "models"), i, v) {
+                char rate[48] = "";
+                if (json_is_number(json_object_get(v, "token_rate_cap")))
+                        snprintf(rate, sizeof(rate), " (<= %.1f tokens/s)",
+                                 json_number_value(json_object_get(v, "token_rate_cap")));
+                printf("  %-22s now %-5s wanted %-5s%s%s%s%s\n", jstr(v, "name"), jstr(v, "precision"),
                        jstr(v, "wanted"), json_is_true(json_object_get(v, "pinned")) ? " (pinned)" : "",
                        json_is_true(json_object_get(v, "budget_limited")) ? " (memory budget)" : "",
-                       json_is_true(json_object_get(v, "evict")) ? " (evict)" : "");
+                       json_is_true(json_object_get(v, "evict")) ? " (evict)" : "", rate);
+        }
 
         json_t *h = json_object_get(o, "history");
         if (json_array_size(h) > 0) {
