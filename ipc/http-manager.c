@@ -165,20 +165,14 @@ static int config_uint(const Config *cfg, const char *key, uint64_t *v) {
         return 0;
 }
 
-int http_server_new(Manager *m, HttpServer **ret) {
+/* The [http] keys and [limits] max_request_bytes, at start and on reload. */
+static int limits_from_config(const Config *cfg, HttpLimits *ret) {
         static const char *const known[] = {
                 "tcp", "request_timeout_sec", "idle_timeout_sec", "max_header_bytes", "max_connections", NULL,
         };
-        _cleanup_(http_server_freep) HttpServer *s = NULL;
-        const Config *cfg = manager_config(m);
         HttpLimits l = HTTP_LIMITS_DEFAULT;
-        const char *path = cfg ? cfg->socket_path : NULL;
-        int listen_fd = cfg ? cfg->socket_fd : -EBADF;
         uint64_t v;
-        int r;
 
-        if (!path && listen_fd < 0)
-                return log_error_errno(EINVAL, "No socket path configured for the HTTP API");
         if (cfg) {
                 config_warn_unknown(cfg, "http", known);
                 if (cfg->max_request_bytes > 0)
@@ -200,6 +194,35 @@ int http_server_new(Manager *m, HttpServer **ret) {
                         return -EINVAL;
                 l.max_connections = (unsigned) CLAMP(v, 1u, 65536u);
         }
+        *ret = l;
+        return 0;
+}
+
+int http_server_reload(HttpServer *s, Manager *m) {
+        HttpLimits l;
+        int r;
+
+        /* The listeners stay (a new socket path or TCP address needs a restart). */
+        r = limits_from_config(manager_config(m), &l);
+        if (r < 0)
+                return log_warning_errno(r, "Invalid [http] settings, keeping the old ones: %m");
+        http_server_set_limits(s, &l);
+        return 0;
+}
+
+int http_server_new(Manager *m, HttpServer **ret) {
+        _cleanup_(http_server_freep) HttpServer *s = NULL;
+        const Config *cfg = manager_config(m);
+        HttpLimits l;
+        const char *path = cfg ? cfg->socket_path : NULL;
+        int listen_fd = cfg ? cfg->socket_fd : -EBADF;
+        int r;
+
+        if (!path && listen_fd < 0)
+                return log_error_errno(EINVAL, "No socket path configured for the HTTP API");
+        r = limits_from_config(cfg, &l);
+        if (r < 0)
+                return r;
 
         r = http_server_new_with_backend(manager_loop(m), &manager_backend, m, path, listen_fd, &s);
         if (r < 0)
