@@ -7,6 +7,7 @@
 #include "log.h"
 #include "macro.h"
 #include "vk-internal.h"
+#include "vk-matmul-ext.h"
 
 #define MATVEC_MAX_COLS 8u
 #define MAX_GROUPS_X 65535u
@@ -28,10 +29,12 @@ static const struct {
 };
 
 const char *qvk_weight_type_name(QvkWeightType t) {
+        if (qvk_ext_type(t)) return qvk_ext_type_name(t);
         return t < _QVK_W_MAX ? wtypes[t].name : NULL;
 }
 
 uint64_t qvk_weight_row_bytes(QvkWeightType t, uint32_t k) {
+        if (qvk_ext_type(t)) return qvk_ext_row_bytes(t, k);
         if (t >= _QVK_W_MAX)
                 return 0;
         return (uint64_t) k / wtypes[t].block * wtypes[t].bytes;
@@ -108,6 +111,7 @@ const char *qvk_matmul_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32
         char name[96];
         const char *kind;
 
+        if (qvk_ext_type(wt)) return qvk_ext_kernel(d, wt, x_f16, k, n);
         if (wt >= _QVK_W_MAX || n == 0)
                 return NULL;
         variant_name(d, wt, x_f16, k, n, name, sizeof(name), &kind);
@@ -145,6 +149,7 @@ int qvk_matmul(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k
         uint32_t gx, gy;
         int r;
 
+        if (qvk_ext_type(wt)) return qvk_matmul_ext(c, wt, w, m, k, x, x_f16, n, y);
         if (wt >= _QVK_W_MAX || !w.buf || !x.buf || !y.buf)
                 return -EINVAL;
         if (m == 0 || k == 0 || n == 0)

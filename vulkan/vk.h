@@ -105,11 +105,31 @@ typedef enum QvkWeightType {
         QVK_W_Q8_0,                 /* 34-byte blocks: fp16 d, 32 x int8 */
         QVK_W_Q4_0,                 /* 18-byte blocks: fp16 d, 16 bytes of nibbles (x - 8) */
         QVK_W_Q4_1,                 /* 20-byte blocks: fp16 d, fp16 m, 16 bytes of nibbles */
+        /* Extended storage formats (docs/QUANTIZATION.md; vulkan/vk-matmul-ext.c): the same fields
+         * with longer groups, NF4, and per-row-scale FP8 / INT8. k must be a multiple of the group
+         * (of 32 for the per-row formats). Float kernels only: no int-dot or cooperative-matrix
+         * path; matrix-vector (n <= 8, fp32 sums) and a tiled fp32 matrix-matrix kernel. */
+        QVK_W_Q8_0_G64,             /* 66-byte blocks: fp16 d, 64 x int8 */
+        QVK_W_Q8_0_G128,            /* 130-byte blocks: fp16 d, 128 x int8 */
+        QVK_W_Q4_0_G64,             /* 34-byte blocks: fp16 d, 32 bytes of nibbles (x - 8) */
+        QVK_W_Q4_0_G128,            /* 66-byte blocks: fp16 d, 64 bytes of nibbles (x - 8) */
+        QVK_W_Q4_1_G64,             /* 36-byte blocks: fp16 d, fp16 m, 32 bytes of nibbles */
+        QVK_W_Q4_1_G128,            /* 68-byte blocks: fp16 d, fp16 m, 64 bytes of nibbles */
+        QVK_W_NF4_G32,              /* 18-byte blocks: fp16 absmax, 16 bytes of NF4 nibbles */
+        QVK_W_NF4_G64,              /* 34-byte blocks: fp16 absmax, 32 bytes of NF4 nibbles */
+        QVK_W_NF4_G128,             /* 66-byte blocks: fp16 absmax, 64 bytes of NF4 nibbles */
+        /* Per-row scale: the binding holds m rows of k code bytes, then m little-endian f32
+         * scales (row r's at byte m*k + 4r; 16-byte aligned since k % 32 == 0), so
+         * qvk_weight_row_bytes() is k + 4 and row_bytes * m is the whole binding. The rows of
+         * such a matrix cannot be split into separate bindings by offset alone. */
+        QVK_W_FP8_ROW,              /* E4M3FN codes, w = scale_r * e4m3(q) */
+        QVK_W_I8_ROW,               /* int8 codes -127..127, w = scale_r * q */
         _QVK_W_MAX,
 } QvkWeightType;
 
 const char *qvk_weight_type_name(QvkWeightType t);
-/* Bytes of one row of k weights (k a multiple of 32 for the block types). */
+/* Bytes of one row of k weights (k a multiple of 32 for the block types; for the extended
+ * types 0 when k is not a multiple of the group). */
 uint64_t qvk_weight_row_bytes(QvkWeightType t, uint32_t k);
 
 /* Y = W·X. W is m rows × k columns, row-major in format wt. X holds n activation vectors of k
