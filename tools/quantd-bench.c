@@ -82,6 +82,10 @@ static void *make_acts(const float *x, uint64_t count, bool f16, float *ref_x, u
  * 5·sqrt(Σ E_i) / ||ref|| (five standard deviations; about 0.4% of the result for uniform
  * inputs, so ~2%), plus the fp32 term. A wrong nibble or scale gives errors of order 1. */
 #define FLOAT_BOUND 3e-5
+/* The extended formats (vk-matmul-ext.c) use FLOAT_BOUND too: their reference weights are those
+ * qd_dequant_row() / qd_rowscale_dequantize() decode, the same f32 products (d·q, d·q + m,
+ * d·NF4[q], s·e4m3(q), s·q; exact or rounded once) that the kernels form, so again only the
+ * order of the fp32 sums differs. */
 /* The cooperative-matrix kernel rounds both operands to fp16 (relative error up to 2^-11
  * each, ~2^-11 rms per product after both roundings); over many products of random sign the
  * normalised error stays near 2^-11 / sqrt(3) ~ 3e-4 (0 for fp16 weights and activations, where
