@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine-fixture.h"
+#include "fixture-model.h"
 #include "engine.h"
 #include "macro.h"
 #include "vk.h"

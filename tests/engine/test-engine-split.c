@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine-fixture.h"
+#include "fixture-model.h"
 #include "engine.h"
 #include "macro.h"
 #include "vk.h"

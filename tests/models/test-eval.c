@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine-fixture.h"
+#include "fixture-model.h"
 #include "engine.h"
 #include "eval.h"
 #include "gguf.h"
