@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "error.h"
 #include "eval.h"
 #include "gguf.h"
 
@@ -67,21 +68,7 @@ static int report(const QdQuantizeOptions *o, double fraction) {
         return k < 0 ? k : 0;
 }
 
-static int fail(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
-static int fail(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                char *s = NULL;
-                va_start(ap, fmt);
-                if (vasprintf(&s, fmt, ap) < 0)
-                        s = NULL;
-                va_end(ap);
-                free(*ret_error);
-                *ret_error = s;
-        }
-        return r;
-}
+#define fail(ret_error, r, ...) error_set((ret_error), (r), __VA_ARGS__)
 
 /* ---- calibration ---- */
 
