@@ -625,20 +625,11 @@ int llama_vk_mm(QvkCmd *c, QvkBuffer *scratch, QvkBuffer *wbuf, const VkTensor *
                           false, n, B(y, 0, (uint64_t) n * t->m * 4), B(scratch, 0, 0));
 }
 
-static uint64_t gcd64(uint64_t a, uint64_t b) {
-        while (b) {
-                uint64_t t = a % b;
-                a = b;
-                b = t;
-        }
-        return a;
-}
-
 int llama_vk_get_rows(QvkCmd *c, LlamaVk *v, QvkBuffer *tokens, uint32_t n, QvkBuffer *x) {
         const QvkSplit *t = &v->table;
         uint32_t E = v->w->hp.n_embd;
         /* Chunks of the table within maxStorageBufferRange, at offsets any device accepts. */
-        uint64_t q = ALIGN / gcd64(t->row_bytes, ALIGN);
+        uint64_t q = ALIGN_COUNT(t->row_bytes, ALIGN);
         uint64_t chunk = qvk_device_features(v->d)->max_storage_buffer_range / t->row_bytes / q * q;
         int r;
 

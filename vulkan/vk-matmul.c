@@ -208,20 +208,6 @@ static int matmul_one(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uin
         return qvk_cmd_dispatch(c, p, b, 3, 1u << 2, &push, sizeof(push), gx, gy, 1);
 }
 
-static uint64_t gcd64(uint64_t a, uint64_t b) {
-        while (b) {
-                uint64_t t = a % b;
-                a = b;
-                b = t;
-        }
-        return a;
-}
-
-/* The smallest count q such that q·unit bytes is a multiple of align. */
-static uint64_t align_count(uint64_t unit, uint64_t align) {
-        return align / gcd64(unit, align);
-}
-
 /* size bytes of buf from offset, as far as the buffer goes (a bad range fails at dispatch). */
 static QvkBinding sub(QvkBuffer *buf, uint64_t offset, uint64_t size) {
         uint64_t total = qvk_buffer_size(buf);
@@ -329,7 +315,7 @@ int qvk_matmul_parts(QvkCmd *c, QvkWeightType wt, const QvkBinding *w, const uin
         }
 
         /* Columns per group: X's binding within the range, group offsets aligned. */
-        uint64_t qx = align_count(s.xcol, s.align);
+        uint64_t qx = ALIGN_COUNT(s.xcol, s.align);
         group = n * s.xcol <= range ? n : (uint32_t) MIN((uint64_t) n, range / s.xcol / qx * qx);
         if (group == 0)
                 return -E2BIG;  /* one column beyond the range (k is never that large in practice) */
@@ -341,8 +327,7 @@ int qvk_matmul_parts(QvkCmd *c, QvkWeightType wt, const QvkBinding *w, const uin
         }
         /* Rows per chunk: W's and the partial product's bindings within the range, chunk offsets
          * aligned in W and (for in-place products) in Y. */
-        uint64_t qw = align_count(s.rb, s.align), qy = align_count(4, s.align);
-        uint64_t q = qw / gcd64(qw, qy) * qy;
+        uint64_t qw = ALIGN_COUNT(s.rb, s.align), q = MAX(qw, ALIGN_COUNT(4, s.align));
         uint64_t most = MIN(range / s.rb, range / (4ull * group));
         if (most < q)
                 q = qw;  /* the partial products then go through the temporary buffer */
