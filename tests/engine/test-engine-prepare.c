@@ -173,10 +173,6 @@ int main(void) {
         check_cpu(cpu, path);
         fixture_rmdir(dir);
 
-        unsigned msgs = qvk_validation_messages();
-        if (msgs > 0) {
-                printf("validation messages: %u, last: %s\n", msgs, strna(qvk_validation_last_message()));
-                failures++;
-        }
+        failures += !fixture_validation_clean();
         return failures ? 1 : 0;
 }

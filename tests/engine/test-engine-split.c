@@ -110,10 +110,6 @@ int main(void) {
         compare(whole, allocs, "+ allocations of 60 KiB", path, spec.n_vocab);
 
         fixture_rmdir(dir);
-        unsigned msgs = qvk_validation_messages();
-        if (msgs > 0) {
-                printf("validation messages: %u, last: %s\n", msgs, strna(qvk_validation_last_message()));
-                failures++;
-        }
+        failures += !fixture_validation_clean();
         return failures ? 1 : 0;
 }
