@@ -155,7 +155,8 @@ static float dot(const float *w, const float *x, size_t cols) {
 }
 
 /* out[j][r] = W[r]·in[j] for n vectors; W from dense (f32) when not NULL, else each row
- * dequantized once for all n. */
+ * dequantized once for all n. The two keep the sums of their callers before they shared this
+ * file (the engine's one chain, the evaluation's eight), so that neither's numbers moved. */
 static int matmul(const LlamaTensor *t, const float *dense, const float *in, size_t n, float *out) {
         const size_t TJ = 32; /* tokens per tile: a dense row is reused from L1 */
         size_t rows = t->ne1, cols = t->ne0;
@@ -174,8 +175,13 @@ static int matmul(const LlamaTensor *t, const float *dense, const float *in, siz
                 int q = llama_tensor_row(t, r, row);
                 if (q < 0)
                         return q;
-                for (size_t j = 0; j < n; j++)
-                        out[j * rows + r] = dot(row, in + j * cols, cols);
+                for (size_t j = 0; j < n; j++) {
+                        const float *x = in + j * cols;
+                        float sum = 0;
+                        for (size_t i = 0; i < cols; i++)
+                                sum += row[i] * x[i];
+                        out[j * rows + r] = sum;
+                }
         }
         return 0;
 }

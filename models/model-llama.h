@@ -54,7 +54,8 @@ typedef struct LlamaCpu LlamaCpu;
 int llama_cpu_new(const LlamaWeights *w, uint32_t n_ctx, LlamaCpu **ret);
 LlamaCpu *llama_cpu_free(LlamaCpu *c);
 /* Dequantizes every matrix to f32 once (4 bytes per weight), for evaluations over many windows;
- * the logits are the same as without. */
+ * the dot products then also use eight partial sums (the logits differ from the row-by-row
+ * path's by float rounding only). */
 int llama_cpu_dequantize(LlamaCpu *c);
 /* Empties the sequence (the next token is at position 0), with room for n_ctx tokens. */
 int llama_cpu_reset(LlamaCpu *c, uint32_t n_ctx);
