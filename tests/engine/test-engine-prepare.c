@@ -148,17 +148,11 @@ static void check_cpu(QdEngine *cpu, const char *path) {
 
 int main(void) {
         _cleanup_(qd_engine_freep) QdEngine *cpu = NULL, *gpu = NULL;
-        QdEngineOptions oc = { .cpu_only = true }, og = {};
         _cleanup_free_ char *path = NULL;
         char *dir;
-        int r;
 
-        r = qd_engine_new(&og, &gpu);
-        if (r < 0) {
-                fprintf(stderr, "no Vulkan device: %s\n", strerror(-r));
+        if (!fixture_engines(&gpu, &cpu))
                 return 77;
-        }
-        assert(qd_engine_new(&oc, &cpu) == 0);
         dir = fixture_tmpdir();
         assert(dir);
         /* Large enough that quantizing and uploading takes a while next to a step. */

@@ -82,20 +82,15 @@ static int engine_with(const char *range, const char *alloc, QdEngine **ret) {
 int main(void) {
         _cleanup_(qd_engine_freep) QdEngine *whole = NULL, *ranged = NULL, *allocs = NULL;
         _cleanup_free_ char *path = NULL;
-        QdEngineOptions o = {};
         char *dir;
-        int r;
 
         /* Layers of ~270 KiB (the largest tensor, gate+up in F16, 112 KiB), a 75 KiB table. */
         FixtureSpec spec = { .arch = "llama", .n_vocab = 300, .n_embd = 128, .n_layer = 2, .n_head = 4,
                              .n_head_kv = 2, .n_ff = 224, .rope_base = 10000.0f, .wtype = GGML_TYPE_F16,
                              .seed = 21 };
 
-        r = qd_engine_new(&o, &whole);
-        if (r < 0) {
-                fprintf(stderr, "no Vulkan device: %s\n", strerror(-r));
+        if (!fixture_engines(&whole, NULL))
                 return 77;
-        }
         /* 32 KiB: every weight matrix and the table in chunks; the activations of 16 tokens fit. */
         assert(engine_with("32768", NULL, &ranged) == 0);
         /* And 60 KiB allocations: each tensor on its own, gate+up and the F16 output head over

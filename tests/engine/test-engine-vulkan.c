@@ -269,16 +269,10 @@ static void check_batch(QdEngine *gpu, const char *path, uint32_t V, double boun
 
 int main(void) {
         _cleanup_(qd_engine_freep) QdEngine *cpu = NULL, *gpu = NULL;
-        QdEngineOptions oc = { .cpu_only = true }, og = {};
         char *dir;
-        int r;
 
-        r = qd_engine_new(&og, &gpu);
-        if (r < 0) {
-                fprintf(stderr, "no Vulkan device: %s\n", strerror(-r));
+        if (!fixture_engines(&gpu, &cpu))
                 return 77;
-        }
-        assert(qd_engine_new(&oc, &cpu) == 0);
         dir = fixture_tmpdir();
         assert(dir);
 
