@@ -1,6 +1,8 @@
 /* GGUF metadata and tensor lookups over a validated file (see gguf-reader.c). */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "gguf-internal.h"
 #include "gguf.h"
@@ -30,20 +32,29 @@ GgufType gguf_kv_type(const Gguf *g, size_t i) {
         return i < g->n_kv ? g->kvs[i].type : _GGUF_TYPE_MAX;
 }
 
-int gguf_find_key(const Gguf *g, const char *key) {
-        size_t lo = 0, hi = g->n_kv;
+/* Binary search for name among n items of size bytes from base, visited in the order of sorted[]
+ * (their indices sorted by name); the name is the char * at name_off in each item. */
+static ssize_t find_sorted(const void *base, size_t size, size_t name_off, const size_t *sorted, size_t n,
+                           const char *name) {
+        size_t lo = 0, hi = n;
 
         while (lo < hi) {
                 size_t mid = lo + (hi - lo) / 2;
-                int c = strcmp(key, g->kvs[g->kv_sorted[mid]].key);
+                const char *other = *(const char *const *) ((const uint8_t *) base + sorted[mid] * size + name_off);
+                int c = strcmp(name, other);
                 if (c == 0)
-                        return (int)MIN(g->kv_sorted[mid], (size_t)INT32_MAX);
+                        return (ssize_t) sorted[mid];
                 if (c < 0)
                         hi = mid;
                 else
                         lo = mid + 1;
         }
-        return -ENOENT;
+        return -1;
+}
+
+int gguf_find_key(const Gguf *g, const char *key) {
+        ssize_t i = find_sorted(g->kvs, sizeof(GgufKv), offsetof(GgufKv, key), g->kv_sorted, g->n_kv, key);
+        return i < 0 ? -ENOENT : (int) MIN((size_t) i, (size_t) INT32_MAX);
 }
 
 static const GgufKv *find_kv(const Gguf *g, const char *key) {
@@ -264,17 +275,7 @@ const GgufTensor *gguf_tensor(const Gguf *g, size_t i) {
 }
 
 const GgufTensor *gguf_find_tensor(const Gguf *g, const char *name) {
-        size_t lo = 0, hi = g->n_tensors;
-
-        while (lo < hi) {
-                size_t mid = lo + (hi - lo) / 2;
-                int c = strcmp(name, g->tensors[g->tensor_sorted[mid]].name);
-                if (c == 0)
-                        return &g->tensors[g->tensor_sorted[mid]];
-                if (c < 0)
-                        hi = mid;
-                else
-                        lo = mid + 1;
-        }
-        return NULL;
+        ssize_t i = find_sorted(g->tensors, sizeof(GgufTensor), offsetof(GgufTensor, name), g->tensor_sorted,
+                                g->n_tensors, name);
+        return i < 0 ? NULL : &g->tensors[i];
 }
