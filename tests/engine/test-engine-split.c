@@ -2,7 +2,8 @@
  * products and the embedding table in range-sized chunks) and then also maxMemoryAllocationSize
  * (each tensor in its own allocations, the large ones over several), the logits after a prefill
  * and after decode steps are those of the unsplit engine on the same device, for F16, INT8 and
- * INT4 weights. Each chunk runs the same kernel on the same rows, so they must match exactly. */
+ * INT4 weights, and after batched decode steps of three sequences. Each chunk runs the same
+ * kernel on the same rows, so they must match exactly. */
 #include <assert.h>
 #include <errno.h>
 #include <stdio.h>
@@ -68,6 +69,42 @@ static void compare(QdEngine *whole, QdEngine *split, const char *mode, const ch
         }
 }
 
+/* Three sequences of different lengths stepped together (batched decode): tokens and logits. */
+static int run_batch(QdEngine *e, const char *path, const int32_t *tok, uint32_t V, int32_t *ret_tok, float *ret) {
+        _cleanup_(qd_model_freep) QdModel *m = NULL;
+        QdSequence *s[3] = {};
+        static const size_t len[3] = { 5, 9, N_PROMPT };
+        int r;
+
+        r = qd_model_load(e, path, &m);
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(s); i++)
+                if ((r = qd_sequence_new(m, N_CTX, &s[i])) >= 0)
+                        r = qd_sequence_prefill(s[i], tok + i, len[i]);
+        for (uint32_t step = 0; r >= 0 && step < N_DECODE; step++)
+                r = qd_model_step_batch(m, s, NULL, ELEMENTSOF(s), ret_tok + step * ELEMENTSOF(s), NULL);
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(s); i++)
+                memcpy(ret + i * V, qd_sequence_logits(s[i]), V * sizeof(float));
+        for (size_t i = 0; i < ELEMENTSOF(s); i++)
+                qd_sequence_free(s[i]);
+        return r;
+}
+
+static void compare_batch(QdEngine *whole, QdEngine *split, const char *mode, const char *path, uint32_t V) {
+        uint64_t seed = 9;
+        int32_t tok[N_PROMPT + 2], ta[3 * N_DECODE], tb[3 * N_DECODE];
+        _cleanup_free_ float *a = calloc(3 * V, sizeof(float));
+        _cleanup_free_ float *b = calloc(3 * V, sizeof(float));
+
+        assert(a && b);
+        for (size_t i = 0; i < ELEMENTSOF(tok); i++)
+                tok[i] = fixture_rand(&seed) % V;
+        int ra = run_batch(whole, path, tok, V, ta, a), rb = run_batch(split, path, tok, V, tb, b);
+        bool ok = ra >= 0 && rb >= 0 && memcmp(ta, tb, sizeof(ta)) == 0 && memcmp(a, b, 3 * V * sizeof(float)) == 0;
+        printf("%-32s batch of 3, %d steps: %s%s\n", mode, N_DECODE,
+               ra < 0 || rb < 0 ? strerror(-(ra < 0 ? ra : rb)) : "ran", ok ? ", same tokens and logits" : "  FAILED");
+        failures += !ok;
+}
+
 static int engine_with(const char *range, const char *alloc, QdEngine **ret) {
         QdEngineOptions o = {};
 
@@ -103,6 +140,8 @@ int main(void) {
 
         compare(whole, ranged, "storage range 32 KiB", path, spec.n_vocab);
         compare(whole, allocs, "+ allocations of 60 KiB", path, spec.n_vocab);
+        compare_batch(whole, ranged, "storage range 32 KiB", path, spec.n_vocab);
+        compare_batch(whole, allocs, "+ allocations of 60 KiB", path, spec.n_vocab);
 
         fixture_rmdir(dir);
         failures += !fixture_validation_clean();
