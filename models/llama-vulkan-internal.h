@@ -13,6 +13,9 @@ typedef struct VkTensor {
         QvkWeightType wt;
         uint64_t off, bytes;
         uint32_t m, k;
+        /* Its own allocations (off 0), where the layer's weights exceed maxMemoryAllocationSize;
+         * else n_parts is 0 and the tensor lies at off in the layer's buffer. */
+        QvkSplit own;
 } VkTensor;
 
 /* Q/K/V and gate/up are fused: their rows follow each other in one format, so that one matrix
@@ -43,7 +46,7 @@ struct LlamaVk {
         QvkDevice *d;
         const LlamaWeights *w;
         bool kv_f16;
-        QvkBuffer *table;  /* token embeddings, f16 (f32 without 16-bit storage) */
+        QvkSplit table;    /* token embeddings, f16 (f32 without 16-bit storage) */
         QvkBuffer *common; /* norms, biases, rope angles: f32 */
         uint64_t off_out_norm, off_freq, *off_attn_norm, *off_ffn_norm, *off_bias;
         uint64_t common_bytes, table_bytes;
@@ -79,5 +82,7 @@ struct LlamaVkSeq {
 /* Y = W·X over n columns of the activations x (see qvk_matmul), W the device matrix t in wbuf. */
 int llama_vk_mm(QvkCmd *c, QvkBuffer *scratch, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *x,
                 QvkBuffer *y, uint32_t n);
+/* x[j] = embedding of tokens[j] for n tokens, over every part and range-sized chunk of the table. */
+int llama_vk_get_rows(QvkCmd *c, LlamaVk *v, QvkBuffer *tokens, uint32_t n, QvkBuffer *x);
 /* Frees the batch's buffers (not its recording); the recording must be made again. */
 void llama_vk_batch_done(Batch *b);
