@@ -44,11 +44,18 @@ shared float cs[8u * 256u];     // per-subgroup 16 x 16 staging for partial edge
 #define FC fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
 
 #ifdef FASTLD
-// Indices clamped into the matrices, the loads unconditional (all issued before the first use),
-// out-of-range values zeroed after; 16-bit data read through fp32 views, the same 16-byte loads
-// as the fp32 formats (measured 2x faster than the uvec4 views on the H100).
+// Indices clamped into the matrices, the loads unconditional (all issued before the first use);
+// what they return stays raw in registers (WRaw / XRaw) until after the step's products, when
+// put_w / put_x convert it, zero what lies outside the matrices and store it to shared memory.
+// A conversion right after the load made every step wait for its loads before its products.
+// 16-bit data read through fp32 views, the same 16-byte loads as the fp32 formats (measured 2x
+// faster than the uvec4 views on the H100); block formats through a 16-bit view (blocks are
+// 2-byte aligned), one unit = the scale (and min) and the 8 bytes that hold its 8 values.
 layout(std430, binding = 0) readonly buffer WV { vec4 wv[]; };
 layout(std430, binding = XB) readonly buffer XV { vec4 xv4[]; };
+#if defined(QK) && !defined(U32)
+layout(std430, binding = 0) readonly buffer WH { uint16_t wh[]; };
+#endif
 
 void unpack8(uvec4 a, out float v[8]) {
     vec2 h0 = unpackHalf2x16(a.x), h1 = unpackHalf2x16(a.y);
@@ -57,31 +64,109 @@ void unpack8(uvec4 a, out float v[8]) {
     v[4] = h2.x; v[5] = h2.y; v[6] = h3.x; v[7] = h3.y;
 }
 
-// Unit j (8 values) of row r of this step's W tile, zero outside the matrix.
-void fetch_w(uint tm, uint kb, uint r, uint j, out float v[8]) {
+#if defined(W_F16)
+struct WRaw { vec4 a; };
+#elif defined(W_F32)
+struct WRaw { vec4 a, b; };
+#elif defined(QK) && !defined(U32)
+struct WRaw { uint h[6]; };  // scale, min (Q4_1), 4 halves of quants (16 bits each)
+#else
+struct WRaw { float v[8]; };
+#endif
+#if defined(X_F16)
+struct XRaw { vec4 a; };
+#else
+struct XRaw { vec4 a, b; };
+#endif
+
+// Unit j (8 values) of row r of step kb's W tile, raw.
+void fetch_w(uint tm, uint kb, uint r, uint j, out WRaw raw) {
     uint u = min(kb / 8u + j, pc.k / 8u - 1u);
     uint wr = min(tm + r, pc.m - 1u);
 #if defined(W_F16)
-    unpack8(floatBitsToUint(wv[wr * (pc.k / 8u) + u]), v);
+    raw.a = wv[wr * (pc.k / 8u) + u];
+#elif defined(W_F32)
+    raw.a = wv[(wr * (pc.k / 8u) + u) * 2u];
+    raw.b = wv[(wr * (pc.k / 8u) + u) * 2u + 1u];
+#elif defined(QK) && !defined(U32)
+    uint b = wr * (pc.k / QK) + (u >> 2), q = u & 3u;
+    uint hb = b * (BLOCK_BYTES / 2u);
+#if defined(W_Q8_0)
+    uint hq = hb + 1u + 4u * q;
+#elif defined(W_Q4_0)
+    uint hq = hb + 1u + 4u * (q & 1u);
 #else
-    load_w8(wr, u, v);
+    uint hq = hb + 2u + 4u * (q & 1u);
+    raw.h[1] = uint(wh[hb + 1u]);
 #endif
-    bool ok = tm + r < pc.m && kb + 8u * j < pc.k;
-    [[unroll]] for (uint i = 0u; i < 8u; i++)
-        v[i] = ok ? v[i] : 0.0;
+    raw.h[0] = uint(wh[hb]);
+    raw.h[2] = uint(wh[hq]);
+    raw.h[3] = uint(wh[hq + 1u]);
+    raw.h[4] = uint(wh[hq + 2u]);
+    raw.h[5] = uint(wh[hq + 3u]);
+#else
+    load_w8(wr, u, raw.v);
+#endif
 }
 
-void fetch_x(uint tn, uint kb, uint r, uint j, out float xv[8]) {
+void fetch_x(uint tn, uint kb, uint r, uint j, out XRaw raw) {
     uint u = min(kb / 8u + j, pc.k / 8u - 1u);
     uint xc = min(tn + r, pc.n - 1u);
 #if defined(X_F16)
-    unpack8(floatBitsToUint(xv4[xc * (pc.k / 8u) + u]), xv);
+    raw.a = xv4[xc * (pc.k / 8u) + u];
 #else
-    load_x8(xc, u, xv);
+    raw.a = xv4[(xc * (pc.k / 8u) + u) * 2u];
+    raw.b = xv4[(xc * (pc.k / 8u) + u) * 2u + 1u];
+#endif
+}
+
+void put_w(uint base, uint tm, uint kb, uint r, uint j, WRaw raw) {
+    float v[8];
+#if defined(W_F16)
+    unpack8(floatBitsToUint(raw.a), v);
+#elif defined(W_F32)
+    v[0] = raw.a.x; v[1] = raw.a.y; v[2] = raw.a.z; v[3] = raw.a.w;
+    v[4] = raw.b.x; v[5] = raw.b.y; v[6] = raw.b.z; v[7] = raw.b.w;
+#elif defined(QK) && !defined(U32)
+    float d = unpackHalf2x16((raw.h[0])).x;
+#if defined(W_Q8_0)
+    [[unroll]] for (uint i = 0u; i < 4u; i++) {
+        int h = int((raw.h[2u + i]));
+        v[2u * i] = d * float(bitfieldExtract(h, 0, 8));
+        v[2u * i + 1u] = d * float(bitfieldExtract(h, 8, 8));
+    }
+#else
+#if defined(W_Q4_0)
+    float mn = -8.0 * d;
+#else
+    float mn = unpackHalf2x16((raw.h[1])).x;
+#endif
+    uint shift = ((kb / 8u + j) & 2u) * 2u;  // units 2, 3 of a block: the high nibbles
+    [[unroll]] for (uint i = 0u; i < 4u; i++) {
+        uint h = (raw.h[2u + i]) >> shift;
+        v[2u * i] = d * float(h & 15u) + mn;
+        v[2u * i + 1u] = d * float((h >> 8) & 15u) + mn;
+    }
+#endif
+#else
+    v = raw.v;
+#endif
+    bool ok = tm + r < pc.m && kb + 8u * j < pc.k;
+    [[unroll]] for (uint i = 0u; i < 8u; i++)
+        as[base + i] = float16_t(ok ? v[i] : 0.0);
+}
+
+void put_x(uint base, uint tn, uint kb, uint r, uint j, XRaw raw) {
+    float v[8];
+#if defined(X_F16)
+    unpack8(floatBitsToUint(raw.a), v);
+#else
+    v[0] = raw.a.x; v[1] = raw.a.y; v[2] = raw.a.z; v[3] = raw.a.w;
+    v[4] = raw.b.x; v[5] = raw.b.y; v[6] = raw.b.z; v[7] = raw.b.w;
 #endif
     bool ok = tn + r < pc.n && kb + 8u * j < pc.k;
     [[unroll]] for (uint i = 0u; i < 8u; i++)
-        xv[i] = ok ? xv[i] : 0.0;
+        bs[base + i] = float16_t(ok ? v[i] : 0.0);
 }
 #else
 void fetch_w(uint tm, uint kb, uint r, uint j, out float v[8]) {
@@ -151,6 +236,18 @@ void main() {
     FC c20 = FC(0.0), c21 = FC(0.0), c30 = FC(0.0), c31 = FC(0.0);
 #endif
 
+#ifdef FASTLD
+    WRaw v[NUW];
+    XRaw x[NUX];
+    [[unroll]] for (uint h = 0u; h < NUW; h++)
+        fetch_w(tm, 0u, r0 + h * RSTEP, j, v[h]);
+    [[unroll]] for (uint h = 0u; h < NUX; h++)
+        fetch_x(tn, 0u, r0 + h * RSTEP, j, x[h]);
+    [[unroll]] for (uint h = 0u; h < NUW; h++)
+        put_w(o0 + h * RSTEP * ST, tm, 0u, r0 + h * RSTEP, j, v[h]);
+    [[unroll]] for (uint h = 0u; h < NUX; h++)
+        put_x(o0 + h * RSTEP * ST, tn, 0u, r0 + h * RSTEP, j, x[h]);
+#else
     float v[NUW][8], x[NUX][8];
     [[unroll]] for (uint h = 0u; h < NUW; h++)
         fetch_w(tm, 0u, r0 + h * RSTEP, j, v[h]);
@@ -160,16 +257,26 @@ void main() {
         put_w(o0 + h * RSTEP * ST, v[h]);
     [[unroll]] for (uint h = 0u; h < NUX; h++)
         put_x(o0 + h * RSTEP * ST, x[h]);
+#endif
     barrier();
 
     for (uint kb = 0u; kb < pc.k; kb += BK) {
-        bool more = kb + BK < pc.k;  // uniform
+        uint kn = kb + BK;
+        bool more = kn < pc.k;  // uniform
+#ifdef FASTLD
+        // the next step's loads, in the same block as the products (clamped: always in bounds)
+        [[unroll]] for (uint h = 0u; h < NUW; h++)
+            fetch_w(tm, kn, r0 + h * RSTEP, j, v[h]);
+        [[unroll]] for (uint h = 0u; h < NUX; h++)
+            fetch_x(tn, kn, r0 + h * RSTEP, j, x[h]);
+#else
         if (more) {
             [[unroll]] for (uint h = 0u; h < NUW; h++)
-                fetch_w(tm, kb + BK, r0 + h * RSTEP, j, v[h]);
+                fetch_w(tm, kn, r0 + h * RSTEP, j, v[h]);
             [[unroll]] for (uint h = 0u; h < NUX; h++)
-                fetch_x(tn, kb + BK, r0 + h * RSTEP, j, x[h]);
+                fetch_x(tn, kn, r0 + h * RSTEP, j, x[h]);
         }
+#endif
         uint sa = wm * ST, sb = wn * ST;
         [[unroll]] for (uint ks = 0u; ks < BK; ks += 16u) {
             FA a0, a1, b0, b1;
@@ -193,10 +300,17 @@ void main() {
         }
         barrier();  // this step's reads before the next step's stores
         if (more) {
+#ifdef FASTLD
+            [[unroll]] for (uint h = 0u; h < NUW; h++)
+                put_w(o0 + h * RSTEP * ST, tm, kn, r0 + h * RSTEP, j, v[h]);
+            [[unroll]] for (uint h = 0u; h < NUX; h++)
+                put_x(o0 + h * RSTEP * ST, tn, kn, r0 + h * RSTEP, j, x[h]);
+#else
             [[unroll]] for (uint h = 0u; h < NUW; h++)
                 put_w(o0 + h * RSTEP * ST, v[h]);
             [[unroll]] for (uint h = 0u; h < NUX; h++)
                 put_x(o0 + h * RSTEP * ST, x[h]);
+#endif
         }
         barrier();  // the stores before the next step's reads
     }
