@@ -2,9 +2,9 @@
 #extension GL_GOOGLE_include_directive : require
 // Y = W X on tensor cores (GL_NV_cooperative_matrix): 128 x 128 output tiles (128 x 64 with
 // -DN64), k in steps of 64 through shared memory; the next step's global loads are issued
-// before the current step's products and stored after them. Weights dequantized and activations
-// converted to fp16 on the way into shared memory; products accumulated in fp32 16 x 16 x 16
-// matrices. 256 invocations = 8 subgroups of 32, each computing 64 x 32 outputs (4 x 2
+// before the current step's products and converted and stored after them (F16 weights as
+// their raw bits). Weights dequantized and activations converted to fp16 on the way into shared
+// memory; products accumulated in fp32 16 x 16 x 16 matrices. 256 invocations = 8 subgroups of 32, each computing 64 x 32 outputs (4 x 2
 // accumulators; 32 x 32, 2 x 2, with N64), all in named variables so that nothing is indexed at
 // run time. Both operands are k-contiguous ("TN"): W rows load row-major as A, X columns
 // column-major as B. -DFASTLD: k % 8 == 0 only (the host checks), unconditional loads.
@@ -19,7 +19,7 @@
 #include "types.glsl"
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 0) const uint WG = 256;  // must be 256
+layout(constant_id = 0) const uint WG = 256;  // must be NT
 
 layout(std430, binding = 2) writeonly buffer Y { float y[]; };
 
@@ -30,15 +30,31 @@ layout(std430, binding = 2) writeonly buffer Y { float y[]; };
 #define BN 128u
 #endif
 #define BK 64u
-#define ST (BK + 8u)          // shared row stride in halves (144 bytes: conflict-free 16-byte rows)
+#define NT 256u
+#define ST (BK + 8u)          // shared row stride in halves (16-byte rows, staggered banks)
 #define UPR (BK / 8u)         // units of 8 values per tile row
-#define RSTEP (256u / UPR)    // rows between one invocation's units
+#define RSTEP (NT / UPR)      // rows between one invocation's units
 #define NUW (BM / RSTEP)      // W units per invocation
 #define NUX (BN / RSTEP)      // X units per invocation
 
+#if defined(FASTLD) && defined(W_F16)
+// F16 weights: the tiles as 8 halves per element, each unit stored with one 16-byte store of the
+// raw weight bits (and of the converted activations); the matrices load in units of 8 halves.
+// The block formats keep 2-byte stores of converted values: with 16-byte ones their
+// dequantization ran 1.5x slower on the H100 (see docs/PERFORMANCE.md).
+#define VSTORE
+#define SV (ST / 8u)            // the row stride in units
+shared uvec4 as4[BM * SV];      // as4[i * SV + u] = W[tm + i][kb + 8u .. 8u + 7]
+shared uvec4 bs4[BN * SV];
+#define LOADA(m_, row_, ks_) coopMatLoadNV(m_, as4, (row_) * SV + (ks_) / 8u, SV, false)
+#define LOADB(m_, row_, ks_) coopMatLoadNV(m_, bs4, (row_) * SV + (ks_) / 8u, SV, true)
+#else
 shared float16_t as[BM * ST];   // as[i * ST + e] = W[tm + i][kb + e]
 shared float16_t bs[BN * ST];   // bs[j * ST + e] = X[tn + j][kb + e]
-shared float cs[8u * 256u];     // per-subgroup 16 x 16 staging for partial edge tiles
+#define LOADA(m_, row_, ks_) coopMatLoadNV(m_, as, (row_) * ST + (ks_), ST, false)
+#define LOADB(m_, row_, ks_) coopMatLoadNV(m_, bs, (row_) * ST + (ks_), ST, true)
+#endif
+shared float cs[(NT / 32u) * 256u];  // per-subgroup 16 x 16 staging for partial edge tiles
 
 #define FA fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define FC fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
@@ -121,17 +137,19 @@ void fetch_x(uint tn, uint kb, uint r, uint j, out XRaw raw) {
 }
 
 void put_w(uint base, uint tm, uint kb, uint r, uint j, WRaw raw) {
+#ifdef VSTORE
+    bool ok16 = tm + r < pc.m && kb + 8u * j < pc.k;
+    as4[base] = ok16 ? floatBitsToUint(raw.a) : uvec4(0u);
+#else
     float v[8];
-#if defined(W_F16)
-    unpack8(floatBitsToUint(raw.a), v);
-#elif defined(W_F32)
+#if defined(W_F32)
     v[0] = raw.a.x; v[1] = raw.a.y; v[2] = raw.a.z; v[3] = raw.a.w;
     v[4] = raw.b.x; v[5] = raw.b.y; v[6] = raw.b.z; v[7] = raw.b.w;
 #elif defined(QK) && !defined(U32)
-    float d = unpackHalf2x16((raw.h[0])).x;
+    float d = unpackHalf2x16(raw.h[0]).x;
 #if defined(W_Q8_0)
     [[unroll]] for (uint i = 0u; i < 4u; i++) {
-        int h = int((raw.h[2u + i]));
+        int h = int(raw.h[2u + i]);
         v[2u * i] = d * float(bitfieldExtract(h, 0, 8));
         v[2u * i + 1u] = d * float(bitfieldExtract(h, 8, 8));
     }
@@ -139,11 +157,11 @@ void put_w(uint base, uint tm, uint kb, uint r, uint j, WRaw raw) {
 #if defined(W_Q4_0)
     float mn = -8.0 * d;
 #else
-    float mn = unpackHalf2x16((raw.h[1])).x;
+    float mn = unpackHalf2x16(raw.h[1]).x;
 #endif
     uint shift = ((kb / 8u + j) & 2u) * 2u;  // units 2, 3 of a block: the high nibbles
     [[unroll]] for (uint i = 0u; i < 4u; i++) {
-        uint h = (raw.h[2u + i]) >> shift;
+        uint h = raw.h[2u + i] >> shift;
         v[2u * i] = d * float(h & 15u) + mn;
         v[2u * i + 1u] = d * float((h >> 8) & 15u) + mn;
     }
@@ -154,9 +172,20 @@ void put_w(uint base, uint tm, uint kb, uint r, uint j, WRaw raw) {
     bool ok = tm + r < pc.m && kb + 8u * j < pc.k;
     [[unroll]] for (uint i = 0u; i < 8u; i++)
         as[base + i] = float16_t(ok ? v[i] : 0.0);
+#endif
 }
 
 void put_x(uint base, uint tn, uint kb, uint r, uint j, XRaw raw) {
+#ifdef VSTORE
+    bool ok = tn + r < pc.n && kb + 8u * j < pc.k;
+#if defined(X_F16)
+    bs4[base] = ok ? floatBitsToUint(raw.a) : uvec4(0u);
+#else
+    uvec4 h = uvec4(packFloat2x16(f16vec2(raw.a.xy)), packFloat2x16(f16vec2(raw.a.zw)),
+                    packFloat2x16(f16vec2(raw.b.xy)), packFloat2x16(f16vec2(raw.b.zw)));
+    bs4[base] = ok ? h : uvec4(0u);
+#endif
+#else
     float v[8];
 #if defined(X_F16)
     unpack8(floatBitsToUint(raw.a), v);
@@ -167,6 +196,7 @@ void put_x(uint base, uint tn, uint kb, uint r, uint j, XRaw raw) {
     bool ok = tn + r < pc.n && kb + 8u * j < pc.k;
     [[unroll]] for (uint i = 0u; i < 8u; i++)
         bs[base + i] = float16_t(ok ? v[i] : 0.0);
+#endif
 }
 #else
 void fetch_w(uint tm, uint kb, uint r, uint j, out float v[8]) {
@@ -186,7 +216,6 @@ void fetch_x(uint tn, uint kb, uint r, uint j, out float xv[8]) {
             xv[i] = 0.0;
     }
 }
-#endif
 
 void put_w(uint base, float v[8]) {
     [[unroll]] for (uint i = 0u; i < 8u; i++)
@@ -197,6 +226,7 @@ void put_x(uint base, float v[8]) {
     [[unroll]] for (uint i = 0u; i < 8u; i++)
         bs[base + i] = float16_t(v[i]);
 }
+#endif
 
 void store_tile(FC acc, uint i0, uint j0, uint sg) {
     if (i0 >= pc.m || j0 >= pc.n)
@@ -229,7 +259,11 @@ void main() {
 #endif
     // this invocation's units: rows r0 + h * RSTEP, unit j
     uint r0 = tid / UPR, j = tid % UPR;
-    uint o0 = r0 * ST + 8u * j;
+#ifdef VSTORE
+    uint o0 = r0 * SV + j, ostep = RSTEP * SV;  // in units
+#else
+    uint o0 = r0 * ST + 8u * j, ostep = RSTEP * ST;
+#endif
 
     FC c00 = FC(0.0), c01 = FC(0.0), c10 = FC(0.0), c11 = FC(0.0);
 #ifndef N64
@@ -244,9 +278,9 @@ void main() {
     [[unroll]] for (uint h = 0u; h < NUX; h++)
         fetch_x(tn, 0u, r0 + h * RSTEP, j, x[h]);
     [[unroll]] for (uint h = 0u; h < NUW; h++)
-        put_w(o0 + h * RSTEP * ST, tm, 0u, r0 + h * RSTEP, j, v[h]);
+        put_w(o0 + h * ostep, tm, 0u, r0 + h * RSTEP, j, v[h]);
     [[unroll]] for (uint h = 0u; h < NUX; h++)
-        put_x(o0 + h * RSTEP * ST, tn, 0u, r0 + h * RSTEP, j, x[h]);
+        put_x(o0 + h * ostep, tn, 0u, r0 + h * RSTEP, j, x[h]);
 #else
     float v[NUW][8], x[NUX][8];
     [[unroll]] for (uint h = 0u; h < NUW; h++)
@@ -254,9 +288,9 @@ void main() {
     [[unroll]] for (uint h = 0u; h < NUX; h++)
         fetch_x(tn, 0u, r0 + h * RSTEP, j, x[h]);
     [[unroll]] for (uint h = 0u; h < NUW; h++)
-        put_w(o0 + h * RSTEP * ST, v[h]);
+        put_w(o0 + h * ostep, v[h]);
     [[unroll]] for (uint h = 0u; h < NUX; h++)
-        put_x(o0 + h * RSTEP * ST, x[h]);
+        put_x(o0 + h * ostep, x[h]);
 #endif
     barrier();
 
@@ -277,21 +311,20 @@ void main() {
                 fetch_x(tn, kn, r0 + h * RSTEP, j, x[h]);
         }
 #endif
-        uint sa = wm * ST, sb = wn * ST;
         [[unroll]] for (uint ks = 0u; ks < BK; ks += 16u) {
             FA a0, a1, b0, b1;
-            coopMatLoadNV(a0, as, sa + ks, ST, false);
-            coopMatLoadNV(a1, as, sa + 16u * ST + ks, ST, false);
-            coopMatLoadNV(b0, bs, sb + ks, ST, true);
-            coopMatLoadNV(b1, bs, sb + 16u * ST + ks, ST, true);
+            LOADA(a0, wm, ks);
+            LOADA(a1, wm + 16u, ks);
+            LOADB(b0, wn, ks);
+            LOADB(b1, wn + 16u, ks);
             c00 = coopMatMulAddNV(a0, b0, c00);
             c01 = coopMatMulAddNV(a0, b1, c01);
             c10 = coopMatMulAddNV(a1, b0, c10);
             c11 = coopMatMulAddNV(a1, b1, c11);
 #ifndef N64
             FA a2, a3;
-            coopMatLoadNV(a2, as, sa + 32u * ST + ks, ST, false);
-            coopMatLoadNV(a3, as, sa + 48u * ST + ks, ST, false);
+            LOADA(a2, wm + 32u, ks);
+            LOADA(a3, wm + 48u, ks);
             c20 = coopMatMulAddNV(a2, b0, c20);
             c21 = coopMatMulAddNV(a2, b1, c21);
             c30 = coopMatMulAddNV(a3, b0, c30);
@@ -302,14 +335,14 @@ void main() {
         if (more) {
 #ifdef FASTLD
             [[unroll]] for (uint h = 0u; h < NUW; h++)
-                put_w(o0 + h * RSTEP * ST, tm, kn, r0 + h * RSTEP, j, v[h]);
+                put_w(o0 + h * ostep, tm, kn, r0 + h * RSTEP, j, v[h]);
             [[unroll]] for (uint h = 0u; h < NUX; h++)
-                put_x(o0 + h * RSTEP * ST, tn, kn, r0 + h * RSTEP, j, x[h]);
+                put_x(o0 + h * ostep, tn, kn, r0 + h * RSTEP, j, x[h]);
 #else
             [[unroll]] for (uint h = 0u; h < NUW; h++)
-                put_w(o0 + h * RSTEP * ST, v[h]);
+                put_w(o0 + h * ostep, v[h]);
             [[unroll]] for (uint h = 0u; h < NUX; h++)
-                put_x(o0 + h * RSTEP * ST, x[h]);
+                put_x(o0 + h * ostep, x[h]);
 #endif
         }
         barrier();  // the stores before the next step's reads
