@@ -84,5 +84,19 @@ int llama_vk_mm(QvkCmd *c, QvkBuffer *scratch, QvkBuffer *wbuf, const VkTensor *
                 QvkBuffer *y, uint32_t n);
 /* x[j] = embedding of tokens[j] for n tokens, over every part and range-sized chunk of the table. */
 int llama_vk_get_rows(QvkCmd *c, LlamaVk *v, QvkBuffer *tokens, uint32_t n, QvkBuffer *x);
+/* Prompt attention (llama-vulkan-attn.c): queries q (n tokens x n_head x head_dim, fp32),
+ * the layer's K and V caches (n_head_kv x head_dim per position, fp16 or fp32 per kv_f16),
+ * params (uint32 pos0, n_tokens: the first token's position), out like q; part: scratch of
+ * the plain kernel, unused with one split. Token t attends to positions 0 .. pos0 + t. */
+typedef struct LlamaVkAttn {
+        QvkBinding q, kc, vc, out, params, part;
+        uint32_t n_head, n_head_kv, head_dim, n, n_ctx;
+        bool kv_f16;
+} LlamaVkAttn;
+/* Whether the prompt attention takes the flash (cooperative-matrix) kernel on d. */
+bool llama_vk_attn_prompt_flash(QvkDevice *d, uint32_t head_dim, bool kv_f16);
+int llama_vk_attn_prompt_record(QvkCmd *c, const LlamaVkAttn *a);
+/* The same for layer l of sequence s, n tokens (record()'s prompt path). */
+int llama_vk_attn_prompt(QvkCmd *c, LlamaVkSeq *s, uint32_t l, uint32_t n);
 /* Frees the batch's buffers (not its recording); the recording must be made again. */
 void llama_vk_batch_done(Batch *b);

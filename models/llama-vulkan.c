@@ -711,7 +711,10 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                         if (r < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
                 }
-                {
+                if (n > 1) {
+                        if ((r = llama_vk_attn_prompt(c, s, l, n)) < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                } else {
                         QvkBinding b[] = {
                                 B(s->q, 0, (uint64_t) n * nq * 4),
                                 B(s->kc, l * s->kv_stride, s->kv_stride),

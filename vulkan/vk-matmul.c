@@ -119,6 +119,10 @@ const char *qvk_matmul_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32
         return out;
 }
 
+bool qvk_device_coopmat(QvkDevice *d) {
+        return d->coopmat;
+}
+
 uint64_t qvk_matmul_scratch_bytes(QvkDevice *d, uint32_t k, uint32_t n) {
         /* Enough for every call of up to n columns: callers size one buffer for a whole batch
          * and then also run shorter ones, which may take the int-dot path. */

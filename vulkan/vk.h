@@ -153,3 +153,6 @@ int qvk_matmul_parts(QvkCmd *c, QvkWeightType wt, const QvkBinding *w, const uin
 /* The shader variant qvk_matmul() uses for these shapes, e.g. "matvec_dot_q4_0 n=1" (for
  * benchmarks and logs); the string is thread-local and valid until the next call. */
 const char *qvk_matmul_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t k, uint32_t n);
+/* Whether d runs the cooperative-matrix kernels (GL_NV_cooperative_matrix 16x16x16 fp16 with
+ * fp32 accumulation, 32-wide subgroups; off with QUANTD_VK_DISABLE_COOPMAT). */
+bool qvk_device_coopmat(QvkDevice *d);

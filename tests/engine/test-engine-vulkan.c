@@ -293,6 +293,9 @@ int main(void) {
                 /* odd sizes: head_dim 20, n_ff not a multiple of 32 (F16 rows), MHA */
                 { .arch = "llama", .n_vocab = 67, .n_embd = 80, .n_layer = 1, .n_head = 4,
                   .n_head_kv = 4, .n_ff = 72, .tied = true, .seed = 13 },
+                /* head_dim 64 with GQA: the flash prompt kernel on cooperative-matrix devices */
+                { .arch = "llama", .n_vocab = 90, .n_embd = 256, .n_layer = 1, .n_head = 4,
+                  .n_head_kv = 2, .n_ff = 160, .seed = 14 },
         };
         for (size_t s = 0; s < ELEMENTSOF(specs); s++)
                 for (size_t f = 0; f < ELEMENTSOF(formats); f++) {
