@@ -2,8 +2,8 @@
 // by matvec_ext.comp and matmul_ext.comp. One format per variant:
 //   W_Q8_0, W_Q4_0, W_Q4_1, W_NF4  blocks of G elements (G = 32, 64, 128, a specialization
 //                                  constant with id G_ID): fp16 d [fp16 m] then qs bytes
-//   W_FP8, W_I8                    m rows of k code bytes (E4M3 / int8), then m f32 row
-//                                  scales at byte offset m*k of the same binding (k % 32 == 0)
+//   W_FP8, W_I8                    per row a 16-byte header (f32 scale, 12 zero bytes), then
+//                                  k code bytes (E4M3 / int8); row stride k + 16, k % 32 == 0
 // Everything is read as 32-bit words and unpacked (blocks of 18/34/66/130 bytes are only 2-byte
 // aligned), so no variant needs 8/16-bit storage or fp16 arithmetic; arithmetic is fp32.
 //
@@ -57,7 +57,7 @@ uint w_rd16(uint off) {
 void w_words(uint off, uint nw, out uint q[8]) {
     uint i0 = off >> 2;
 #ifdef ROWSCALE
-    // units are 32-byte aligned
+    // units are 16-byte aligned
     uvec4 a = w4[i0 >> 2], b = w4[(i0 >> 2) + 1u];
     q[0] = a.x; q[1] = a.y; q[2] = a.z; q[3] = a.w;
     q[4] = b.x; q[5] = b.y; q[6] = b.z; q[7] = b.w;
@@ -103,8 +103,9 @@ void tables_init(uint tid) {
 void unit_info(uint row, uint u, out uint qoff, out float d, out float mn) {
     mn = 0.0;
 #ifdef ROWSCALE
-    qoff = row * pc.k + 32u * u;
-    d = uintBitsToFloat(w32[(pc.m * pc.k >> 2) + row]);
+    uint off = row * (pc.k + 16u);
+    qoff = off + 16u + 32u * u;
+    d = uintBitsToFloat(w32[off >> 2]);
 #else
     const uint upb = G / 32u;  // units per block
     uint b = u / upb, j = u % upb;

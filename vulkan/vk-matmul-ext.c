@@ -53,7 +53,7 @@ uint64_t qvk_ext_row_bytes(QvkWeightType t, uint32_t k) {
         if (!qvk_ext_type(t) || k % ext_group(t))
                 return 0;
         if (ext_types[t].group == 0)
-                return (uint64_t) k + 4;  /* the codes plus this row's share of the scale array */
+                return (uint64_t) k + 16;  /* 16-byte header with the f32 scale, then the codes */
         return (uint64_t) k / ext_types[t].group * ext_types[t].bytes;
 }
 
@@ -125,7 +125,7 @@ int qvk_matmul_ext(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32
                 return 0;
         if (k % ext_group(wt))
                 return -EINVAL;
-        /* 16-byte vector loads of activations and of the per-row formats' codes. */
+        /* 16-byte vector loads of activations and of the per-row formats' rows. */
         if (w.offset % 16 || x.offset % 16)
                 return -EINVAL;
         wbytes = qvk_ext_row_bytes(wt, k) * m;

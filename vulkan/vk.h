@@ -138,10 +138,9 @@ typedef enum QvkWeightType {
         QVK_W_NF4_G32,              /* 18-byte blocks: fp16 absmax, 16 bytes of NF4 nibbles */
         QVK_W_NF4_G64,              /* 34-byte blocks: fp16 absmax, 32 bytes of NF4 nibbles */
         QVK_W_NF4_G128,             /* 66-byte blocks: fp16 absmax, 64 bytes of NF4 nibbles */
-        /* Per-row scale: the binding holds m rows of k code bytes, then m little-endian f32
-         * scales (row r's at byte m*k + 4r; 16-byte aligned since k % 32 == 0), so
-         * qvk_weight_row_bytes() is k + 4 and row_bytes * m is the whole binding. The rows of
-         * such a matrix cannot be split into separate bindings by offset alone. */
+        /* Per-row scale: each row is a 16-byte header (the row's f32 scale, little-endian, then
+         * 12 zero bytes) followed by its k code bytes; qvk_weight_row_bytes() is k + 16, so rows
+         * stay 16-byte aligned and can be split and concatenated like any other format's. */
         QVK_W_FP8_ROW,              /* E4M3FN codes, w = scale_r * e4m3(q) */
         QVK_W_I8_ROW,               /* int8 codes -127..127, w = scale_r * q */
         _QVK_W_MAX,

@@ -1,6 +1,6 @@
-/* The one-buffer layout of the per-row-scale formats (quant-rowscale.h): the codes and scales
- * are exactly those of qd_fp8_quantize_matrix() / qd_w8_quantize_matrix(), the scales sit at
- * byte rows·cols, dequantization round-trips, and bad arguments are refused. */
+/* The GPU layout of the per-row-scale formats (quant-rowscale.h): the codes and scales are
+ * exactly those of qd_fp8_quantize_matrix() / qd_w8_quantize_matrix(), each row's scale sits in
+ * its 16-byte header before its codes, dequantization matches, and bad arguments are refused. */
 #include <errno.h>
 #include <string.h>
 
@@ -12,7 +12,8 @@ enum { R = 13, C = 96 };
 
 static void test_layout(QdRowScaleType t) {
         static float w[R * C], deq[R * C], ref[R * C], scales[R];
-        static uint8_t codes[R * C], buf[R * C + 4 * R];
+        static uint8_t codes[R * C], buf[R * (C + 16)];
+        static const uint8_t zero[12];
         Rng rng = { 42 + t };
 
         fill_gauss(&rng, w, R * C, 0.02f);
@@ -23,8 +24,12 @@ static void test_layout(QdRowScaleType t) {
                 check(qd_fp8_quantize_matrix(w, R, C, codes, scales) == 0);
         else
                 check(qd_w8_quantize_matrix(w, R, C, (int8_t *) codes, scales) == 0);
-        check(memcmp(buf, codes, R * C) == 0);
-        check(memcmp(buf + R * C, scales, sizeof(scales)) == 0);
+        for (size_t i = 0; i < R; i++) {
+                const uint8_t *row = buf + i * (C + 16);
+                check(memcmp(row, &scales[i], 4) == 0);
+                check(memcmp(row + 4, zero, 12) == 0);
+                check(memcmp(row + 16, codes + i * C, C) == 0);
+        }
         check(scales[5] > 10 * scales[4]);
 
         check(qd_rowscale_dequantize(t, buf, R, C, deq) == 0);
@@ -43,7 +48,7 @@ static void test_layout(QdRowScaleType t) {
 
 static void test_errors(void) {
         static float w[2 * 40];
-        static uint8_t buf[2 * 40 + 8];
+        static uint8_t buf[2 * (40 + 16)];
 
         check(qd_rowscale_bytes(2, 40) == 0);
         check(qd_rowscale_bytes(2, 0) == 0);

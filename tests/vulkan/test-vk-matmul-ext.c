@@ -35,8 +35,8 @@ int main(void) {
                 { QVK_W_Q4_0_G64, "q4_0_g64", 128, 68 },    { QVK_W_Q4_0_G128, "q4_0_g128", 256, 132 },
                 { QVK_W_Q4_1_G64, "q4_1_g64", 128, 72 },    { QVK_W_Q4_1_G128, "q4_1_g128", 256, 136 },
                 { QVK_W_NF4_G32, "nf4_g32", 64, 36 },       { QVK_W_NF4_G64, "nf4_g64", 128, 68 },
-                { QVK_W_NF4_G128, "nf4_g128", 256, 132 },   { QVK_W_FP8_ROW, "fp8_row", 64, 68 },
-                { QVK_W_I8_ROW, "i8_row", 96, 100 },
+                { QVK_W_NF4_G128, "nf4_g128", 256, 132 },   { QVK_W_FP8_ROW, "fp8_row", 64, 80 },
+                { QVK_W_I8_ROW, "i8_row", 96, 112 },
         };
         int r;
 
@@ -68,7 +68,7 @@ int main(void) {
         /* binding offsets that break the 16-byte loads */
         ASSERT(qvk_matmul(cmd, QVK_W_Q8_0_G64, (QvkBinding) { w, 8, 0 }, 4, 64, bx, false, 1, by, none) == -EINVAL);
         ASSERT(qvk_matmul(cmd, QVK_W_Q8_0_G64, bw, 4, 64, (QvkBinding) { x, 4, 0 }, false, 1, by, none) == -EINVAL);
-        /* bindings too small: 64 rows of 256 FP8 codes + scales = 16640 bytes > 4096 */
+        /* bindings too small: 64 rows of 16 + 256 bytes = 17408 bytes > 4096 */
         ASSERT(qvk_matmul(cmd, QVK_W_FP8_ROW, bw, 64, 256, bx, false, 1, by, none) == -EINVAL);
         ASSERT(qvk_matmul(cmd, QVK_W_NF4_G32, bw, 4, 64, (QvkBinding) { x, 0, 64 }, false, 1, by, none) == -EINVAL);
         ASSERT(qvk_matmul(cmd, QVK_W_NF4_G32, bw, 4, 64, bx, false, 1, (QvkBinding) { y, 0, 8 }, none) == -EINVAL);
