@@ -57,6 +57,8 @@ struct LlamaVk {
         uint64_t next_seq_id;
         Batch batch;
         QvkPipeline *p_get_rows, *p_norm, *p_add_norm, *p_silu, *p_rope, *p_attn, *p_attn_reduce, *p_argmax;
+        /* the same ops writing int8 blocks for the int-dot decode (NULL where not used) */
+        QvkPipeline *p_norm_q8, *p_add_norm_q8, *p_silu_q8, *p_attn_reduce_q8;
 };
 
 struct LlamaVkSeq {

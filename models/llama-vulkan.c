@@ -505,6 +505,20 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
             (r = qvk_pipeline_get(d, "attention_reduce_f32", NULL, 0, 2, 12, &v->p_attn_reduce)) < 0 ||
             (r = qvk_pipeline_get(d, "argmax_f32", NULL, 0, 3, 16, &v->p_argmax)) < 0)
                 return r;
+        /* Decode on the int-dot path: the ops before the matrix products write int8 blocks
+         * themselves (rows of at most 7168 for rmsnorm.comp; whole blocks per head for the
+         * attention reduction). $QUANTD_VK_NO_FUSE_Q8=1 turns it off (for comparisons). */
+        if (qvk_device_features(d)->int_dot && E <= 7168 && E % 32 == 0 && hp->n_ff % 32 == 0 &&
+            !streq_ptr(getenv("QUANTD_VK_NO_FUSE_Q8"), "1")) {
+                const uint32_t wg32[] = { 32 };
+                if ((r = qvk_pipeline_get(d, "rmsnorm_q8_f32", NULL, 0, 4, 8, &v->p_norm_q8)) < 0 ||
+                    (r = qvk_pipeline_get(d, "add_rmsnorm_q8_f32", NULL, 0, 5, 8, &v->p_add_norm_q8)) < 0 ||
+                    (r = qvk_pipeline_get(d, "silu_mul_q8_f32", wg32, 1, 2, 8, &v->p_silu_q8)) < 0)
+                        return r;
+                if (hp->head_dim % 32 == 0 &&
+                    (r = qvk_pipeline_get(d, "attention_reduce_q8_f32", NULL, 0, 3, 12, &v->p_attn_reduce_q8)) < 0)
+                        return r;
+        }
 
         *ret = TAKE_PTR(v);
         return 0;
@@ -594,16 +608,51 @@ static int mm(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkB
         return llama_vk_mm(c, s->scratch, wbuf, t, x, y, n);
 }
 
+/* Whether the op before the product with t writes its input as int8 blocks into s->scratch
+ * (decode on the int-dot path) for mm_q8() instead of the f32 activations for mm(). */
+static bool fuse_q8(LlamaVkSeq *s, const VkTensor *t, uint32_t n) {
+        return n == 1 && s->v->p_norm_q8 && qvk_matmul_wants_q8(s->v->d, t->wt, t->k, 1);
+}
+
+static int mm_q8(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *y) {
+        return qvk_matmul_q8(c, t->wt, B(wbuf, t->off, t->bytes), t->m, t->k,
+                             B(s->scratch, 0, qvk_q8_bytes(t->k, 1)), 1, B(y, 0, (uint64_t) t->m * 4));
+}
+
+/* Norm of x into xb (after adding o when add), and into int8 blocks for the product with next
+ * when fuse_q8(). */
+static int norm(QvkCmd *c, LlamaVkSeq *s, bool add, uint64_t w_off, const VkTensor *next, uint32_t n) {
+        LlamaVk *v = s->v;
+        const LlamaHParams *hp = &v->w->hp;
+        uint32_t E = hp->n_embd;
+        struct {
+                uint32_t n;
+                float eps;
+        } pn = { E, hp->eps };
+        bool q8 = fuse_q8(s, next, n);
+        QvkBinding b[5] = { B(s->x, 0, (uint64_t) n * E * 4), B(v->common, w_off, E * 4),
+                            B(s->xb, 0, (uint64_t) n * E * 4) };
+        uint32_t nb = 3, writes = 1u << 2;
+        QvkPipeline *p = add ? v->p_add_norm : v->p_norm;
+
+        if (add) {
+                b[nb++] = B(s->o, 0, (uint64_t) n * E * 4);
+                writes |= 1u << 0;
+        }
+        if (q8) {
+                writes |= 1u << nb;
+                b[nb++] = B(s->scratch, 0, qvk_q8_bytes(E, n));
+                p = add ? v->p_add_norm_q8 : v->p_norm_q8;
+        }
+        return qvk_cmd_dispatch(c, p, b, nb, writes, &pn, sizeof(pn), n, 1, 1);
+}
+
 static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
         LlamaVk *v = s->v;
         const LlamaHParams *hp = &v->w->hp;
         const Variant *var = &v->var[v->cur];
         uint32_t E = hp->n_embd, nq = hp->n_head * hp->head_dim, nkv = hp->n_head_kv * hp->head_dim;
         uint32_t F = hp->n_ff, nl = hp->n_layer;
-        struct {
-                uint32_t n;
-                float eps;
-        } pn = { E, hp->eps };
         int r;
 
         r = qvk_cmd_reset(c);
@@ -619,18 +668,16 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 if (r < 0 || (r = stamp(c, s, 0)) < 0)
                         return r;
         }
-        {
-                QvkBinding b[] = { B(s->x, 0, (uint64_t) n * E * 4), B(v->common, v->off_attn_norm[0], E * 4),
-                                   B(s->xb, 0, (uint64_t) n * E * 4) };
-                r = qvk_cmd_dispatch(c, v->p_norm, b, 3, 1u << 2, &pn, sizeof(pn), n, 1, 1);
-                if (r < 0 || (r = stamp(c, s, 0)) < 0)
-                        return r;
-        }
+        r = norm(c, s, false, v->off_attn_norm[0], nl > 0 ? &var->layers[0].qkv : &var->output, n);
+        if (r < 0 || (r = stamp(c, s, 0)) < 0)
+                return r;
         for (uint32_t l = 0; l < nl; l++) {
                 const VkLayerW *L = &var->layers[l];
                 QvkBuffer *wb = var->bufs[l];
+                bool wo_q8 = false;
 
-                if ((r = mm(c, s, wb, &L->qkv, s->xb, s->qkv, n)) < 0 || (r = stamp(c, s, l)) < 0)
+                r = fuse_q8(s, &L->qkv, n) ? mm_q8(c, s, wb, &L->qkv, s->qkv) : mm(c, s, wb, &L->qkv, s->xb, s->qkv, n);
+                if (r < 0 || (r = stamp(c, s, l)) < 0)
                         return r;
                 {
                         QvkBinding b[] = {
@@ -661,6 +708,8 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                         };
                         /* one token: split the keys over workgroups; a prompt has enough rows */
                         uint32_t n_split = n == 1 ? s->n_split : 1;
+                        /* the reduction of the splits writes the int8 blocks for wo */
+                        wo_q8 = n_split > 1 && v->p_attn_reduce_q8 && fuse_q8(s, &L->wo, n);
                         struct {
                                 uint32_t n_head, n_head_kv, head_dim;
                                 float scale;
@@ -670,48 +719,53 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                         r = qvk_cmd_dispatch(c, v->p_attn, b, 6, (1u << 3) | (1u << 5), &push, sizeof(push),
                                              hp->n_head, n, n_split);
                         if (r >= 0 && n_split > 1) {
-                                QvkBinding rb[] = { B(s->part, 0, 0), B(s->att, 0, (uint64_t) n * nq * 4) };
+                                QvkBinding rb[] = { B(s->part, 0, 0), B(s->att, 0, (uint64_t) n * nq * 4),
+                                                    B(s->scratch, 0, qvk_q8_bytes(nq, n)) };
                                 uint32_t rp[3] = { hp->n_head, hp->head_dim, n_split };
-                                r = qvk_cmd_dispatch(c, v->p_attn_reduce, rb, 2, 1u << 1, rp, sizeof(rp), hp->n_head, n, 1);
+                                r = qvk_cmd_dispatch(c, wo_q8 ? v->p_attn_reduce_q8 : v->p_attn_reduce, rb,
+                                                     wo_q8 ? 3 : 2, (1u << 1) | (1u << 2), rp, sizeof(rp),
+                                                     hp->n_head, n, 1);
                         }
                         if (r < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
                 }
-                if ((r = mm(c, s, wb, &L->wo, s->att, s->o, n)) < 0 || (r = stamp(c, s, l)) < 0)
+                r = wo_q8 ? mm_q8(c, s, wb, &L->wo, s->o) : mm(c, s, wb, &L->wo, s->att, s->o, n);
+                if (r < 0 || (r = stamp(c, s, l)) < 0)
                         return r;
-                {
-                        QvkBinding b[] = { B(s->x, 0, (uint64_t) n * E * 4), B(v->common, v->off_ffn_norm[l], E * 4),
-                                           B(s->xb, 0, (uint64_t) n * E * 4), B(s->o, 0, (uint64_t) n * E * 4) };
-                        r = qvk_cmd_dispatch(c, v->p_add_norm, b, 4, (1u << 0) | (1u << 2), &pn, sizeof(pn), n, 1, 1);
-                        if (r < 0 || (r = stamp(c, s, l)) < 0)
-                                return r;
-                }
-                if ((r = mm(c, s, wb, &L->gu, s->xb, s->gu, n)) < 0 || (r = stamp(c, s, l)) < 0)
+                if ((r = norm(c, s, true, v->off_ffn_norm[l], &L->gu, n)) < 0 || (r = stamp(c, s, l)) < 0)
                         return r;
-                {
+                r = fuse_q8(s, &L->gu, n) ? mm_q8(c, s, wb, &L->gu, s->gu) : mm(c, s, wb, &L->gu, s->xb, s->gu, n);
+                if (r < 0 || (r = stamp(c, s, l)) < 0)
+                        return r;
+                bool down_q8 = fuse_q8(s, &L->down, n);
+                if (down_q8) {
+                        QvkBinding b[] = { B(s->gu, 0, (uint64_t) n * 2 * F * 4), B(s->scratch, 0, qvk_q8_bytes(F, n)) };
+                        uint32_t push[2] = { F, n * F / 32 };
+                        r = qvk_cmd_dispatch(c, v->p_silu_q8, b, 2, 1u << 1, push, 8, DIV_ROUND_UP(push[1], 32), 1, 1);
+                } else {
                         QvkBinding b[] = { B(s->gu, 0, (uint64_t) n * 2 * F * 4), B(s->g, 0, (uint64_t) n * F * 4) };
                         uint32_t push[2] = { F, n * F }, groups = DIV_ROUND_UP(n * F, 256), gx = MIN(groups, 65535u);
                         r = qvk_cmd_dispatch(c, v->p_silu, b, 2, 1u << 1, push, 8, gx, DIV_ROUND_UP(groups, gx), 1);
-                        if (r < 0 || (r = stamp(c, s, l)) < 0)
-                                return r;
                 }
-                if ((r = mm(c, s, wb, &L->down, s->g, s->o, n)) < 0 || (r = stamp(c, s, l)) < 0)
+                if (r < 0 || (r = stamp(c, s, l)) < 0)
                         return r;
-                {
-                        uint64_t off = l + 1 < nl ? v->off_attn_norm[l + 1] : v->off_out_norm;
-                        QvkBinding b[] = { B(s->x, 0, (uint64_t) n * E * 4), B(v->common, off, E * 4),
-                                           B(s->xb, 0, (uint64_t) n * E * 4), B(s->o, 0, (uint64_t) n * E * 4) };
-                        r = qvk_cmd_dispatch(c, v->p_add_norm, b, 4, (1u << 0) | (1u << 2), &pn, sizeof(pn), n, 1, 1);
-                        if (r < 0 || (r = stamp(c, s, l)) < 0)
-                                return r;
-                }
+                r = down_q8 ? mm_q8(c, s, wb, &L->down, s->o) : mm(c, s, wb, &L->down, s->g, s->o, n);
+                if (r < 0 || (r = stamp(c, s, l)) < 0)
+                        return r;
+                const VkTensor *next = l + 1 < nl ? &var->layers[l + 1].qkv : &var->output;
+                r = norm(c, s, true, l + 1 < nl ? v->off_attn_norm[l + 1] : v->off_out_norm, next, n);
+                if (r < 0 || (r = stamp(c, s, l)) < 0)
+                        return r;
         }
         if ((r = stamp(c, s, 0)) < 0)
                 return r;
-        r = qvk_cmd_copy(c, s->xb, (uint64_t) (n - 1) * E * 4, s->xlast, 0, E * 4);
-        if (r < 0)
-                return r;
-        r = mm(c, s, var->bufs[nl], &var->output, s->xlast, s->logits, 1);
+        if (fuse_q8(s, &var->output, n))
+                r = mm_q8(c, s, var->bufs[nl], &var->output, s->logits);
+        else {
+                r = qvk_cmd_copy(c, s->xb, (uint64_t) (n - 1) * E * 4, s->xlast, 0, E * 4);
+                if (r >= 0)
+                        r = mm(c, s, var->bufs[nl], &var->output, s->xlast, s->logits, 1);
+        }
         if (r < 0 || (r = stamp(c, s, 0)) < 0)
                 return r;
         {
