@@ -59,6 +59,7 @@ struct LlamaVk {
         QvkPipeline *p_get_rows, *p_norm, *p_add_norm, *p_silu, *p_rope, *p_attn, *p_attn_reduce, *p_argmax;
         /* the same ops writing int8 blocks for the int-dot decode (NULL where not used) */
         QvkPipeline *p_norm_q8, *p_add_norm_q8, *p_silu_q8, *p_attn_reduce_q8;
+        QvkPipeline *p_norm_wide, *p_add_norm_wide; /* one row over many workgroups (decode) */
 };
 
 struct LlamaVkSeq {
@@ -66,7 +67,7 @@ struct LlamaVkSeq {
         uint64_t id; /* unique in v: names the sequence in the batch recording */
         uint32_t n_ctx, len, ubatch;
         uint64_t kv_stride; /* bytes of one layer's K (or V) cache */
-        QvkBuffer *kc, *vc, *x, *xb, *qkv, *q, *att, *o, *gu, *g, *xlast, *logits, *scratch;
+        QvkBuffer *kc, *vc, *x, *x2, *xb, *qkv, *q, *att, *o, *gu, *g, *xlast, *logits, *scratch;
         QvkBuffer *tokens, *params, *result, *part;
         uint32_t kps, n_split; /* decode attention: keys per split, splits */
         QvkCmd *cmd_decode, *cmd_prefill;

@@ -1,6 +1,7 @@
 /* The Vulkan forward pass of llama/qwen2: weights of each precision variant in device-local
  * buffers, a KV cache per sequence, and one recording per step shape that is re-submitted with
  * the position in a host-visible parameter buffer. */
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -505,14 +506,19 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
             (r = qvk_pipeline_get(d, "attention_reduce_f32", NULL, 0, 2, 12, &v->p_attn_reduce)) < 0 ||
             (r = qvk_pipeline_get(d, "argmax_f32", NULL, 0, 3, 16, &v->p_argmax)) < 0)
                 return r;
-        /* Decode on the int-dot path: the ops before the matrix products write int8 blocks
-         * themselves (rows of at most 7168 for rmsnorm.comp; whole blocks per head for the
-         * attention reduction). $QUANTD_VK_NO_FUSE_Q8=1 turns it off (for comparisons). */
-        if (qvk_device_features(d)->int_dot && E <= 7168 && E % 32 == 0 && hp->n_ff % 32 == 0 &&
+        /* Decode: the norms spread over n_embd / 256 workgroups (rmsnorm-wide.comp), and on the
+         * int-dot path the ops before the matrix products write int8 blocks themselves (whole
+         * blocks per head for the attention reduction). $QUANTD_VK_NO_FUSE_Q8=1 turns the latter
+         * off (for comparisons). */
+        if (E % 32 == 0 && E <= 16384 &&
+            ((r = qvk_pipeline_get(d, "rmsnorm_wide_f32", NULL, 0, 3, 8, &v->p_norm_wide)) < 0 ||
+             (r = qvk_pipeline_get(d, "add_rmsnorm_wide_f32", NULL, 0, 5, 8, &v->p_add_norm_wide)) < 0))
+                return r;
+        if (v->p_norm_wide && qvk_device_features(d)->int_dot && hp->n_ff % 32 == 0 &&
             !streq_ptr(getenv("QUANTD_VK_NO_FUSE_Q8"), "1")) {
                 const uint32_t wg32[] = { 32 };
-                if ((r = qvk_pipeline_get(d, "rmsnorm_q8_f32", NULL, 0, 4, 8, &v->p_norm_q8)) < 0 ||
-                    (r = qvk_pipeline_get(d, "add_rmsnorm_q8_f32", NULL, 0, 5, 8, &v->p_add_norm_q8)) < 0 ||
+                if ((r = qvk_pipeline_get(d, "rmsnorm_wide_q8_f32", NULL, 0, 4, 8, &v->p_norm_q8)) < 0 ||
+                    (r = qvk_pipeline_get(d, "add_rmsnorm_wide_q8_f32", NULL, 0, 6, 8, &v->p_add_norm_q8)) < 0 ||
                     (r = qvk_pipeline_get(d, "silu_mul_q8_f32", wg32, 1, 2, 8, &v->p_silu_q8)) < 0)
                         return r;
                 if (hp->head_dim % 32 == 0 &&
@@ -529,7 +535,7 @@ LlamaVkSeq *llama_vk_seq_free(LlamaVkSeq *s) {
                 return NULL;
         qvk_cmd_free(s->cmd_decode);
         qvk_cmd_free(s->cmd_prefill);
-        QvkBuffer **bufs[] = { &s->kc, &s->vc, &s->x, &s->xb, &s->qkv, &s->q, &s->att, &s->o,
+        QvkBuffer **bufs[] = { &s->kc, &s->vc, &s->x, &s->x2, &s->xb, &s->qkv, &s->q, &s->att, &s->o,
                                &s->gu, &s->g, &s->xlast, &s->logits, &s->scratch, &s->tokens,
                                &s->params, &s->result, &s->part };
         for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
@@ -567,6 +573,7 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
                 { &s->kc, s->kv_stride * hp->n_layer, QVK_MEM_DEVICE },
                 { &s->vc, s->kv_stride * hp->n_layer, QVK_MEM_DEVICE },
                 { &s->x, ub * E * 4, QVK_MEM_DEVICE },
+                { &s->x2, E * 4, QVK_MEM_DEVICE },
                 { &s->xb, ub * E * 4, QVK_MEM_DEVICE },
                 { &s->qkv, ub * (nq + 2 * nkv) * 4, QVK_MEM_DEVICE },
                 { &s->q, ub * nq * 4, QVK_MEM_DEVICE },
@@ -619,9 +626,12 @@ static int mm_q8(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, Q
                              B(s->scratch, 0, qvk_q8_bytes(t->k, 1)), 1, B(y, 0, (uint64_t) t->m * 4));
 }
 
-/* Norm of x into xb (after adding o when add), and into int8 blocks for the product with next
- * when fuse_q8(). */
-static int norm(QvkCmd *c, LlamaVkSeq *s, bool add, uint64_t w_off, const VkTensor *next, uint32_t n) {
+/* Norm of the residual into xb (after adding o to it when add), and into int8 blocks for the
+ * product with next where fuse_q8(). One token: over many workgroups (rmsnorm-wide.comp), the
+ * sum x + o going from xin to xout (the other workgroups still read xin); else in place in x
+ * (xin == xout), one workgroup per row. */
+static int norm(QvkCmd *c, LlamaVkSeq *s, bool add, QvkBuffer *xin, QvkBuffer *xout, uint64_t w_off,
+                const VkTensor *next, uint32_t n) {
         LlamaVk *v = s->v;
         const LlamaHParams *hp = &v->w->hp;
         uint32_t E = hp->n_embd;
@@ -629,22 +639,30 @@ static int norm(QvkCmd *c, LlamaVkSeq *s, bool add, uint64_t w_off, const VkTens
                 uint32_t n;
                 float eps;
         } pn = { E, hp->eps };
-        bool q8 = fuse_q8(s, next, n);
-        QvkBinding b[5] = { B(s->x, 0, (uint64_t) n * E * 4), B(v->common, w_off, E * 4),
+        QvkBinding b[6] = { B(xin, 0, (uint64_t) n * E * 4), B(v->common, w_off, E * 4),
                             B(s->xb, 0, (uint64_t) n * E * 4) };
         uint32_t nb = 3, writes = 1u << 2;
-        QvkPipeline *p = add ? v->p_add_norm : v->p_norm;
 
+        if (n > 1 || !v->p_norm_wide) {
+                assert(xin == xout);
+                if (add) {
+                        b[nb++] = B(s->o, 0, (uint64_t) n * E * 4);
+                        writes |= 1u << 0;
+                }
+                return qvk_cmd_dispatch(c, add ? v->p_add_norm : v->p_norm, b, nb, writes, &pn, sizeof(pn), n, 1, 1);
+        }
+        bool q8 = fuse_q8(s, next, n);
+        QvkPipeline *p = add ? (q8 ? v->p_add_norm_q8 : v->p_add_norm_wide) : (q8 ? v->p_norm_q8 : v->p_norm_wide);
         if (add) {
-                b[nb++] = B(s->o, 0, (uint64_t) n * E * 4);
-                writes |= 1u << 0;
+                b[nb++] = B(s->o, 0, (uint64_t) E * 4);
+                writes |= 1u << nb;
+                b[nb++] = B(xout, 0, (uint64_t) E * 4);
         }
         if (q8) {
                 writes |= 1u << nb;
-                b[nb++] = B(s->scratch, 0, qvk_q8_bytes(E, n));
-                p = add ? v->p_add_norm_q8 : v->p_norm_q8;
+                b[nb++] = B(s->scratch, 0, qvk_q8_bytes(E, 1));
         }
-        return qvk_cmd_dispatch(c, p, b, nb, writes, &pn, sizeof(pn), n, 1, 1);
+        return qvk_cmd_dispatch(c, p, b, nb, writes, &pn, sizeof(pn), DIV_ROUND_UP(E, 256), 1, 1);
 }
 
 static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
@@ -668,7 +686,7 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 if (r < 0 || (r = stamp(c, s, 0)) < 0)
                         return r;
         }
-        r = norm(c, s, false, v->off_attn_norm[0], nl > 0 ? &var->layers[0].qkv : &var->output, n);
+        r = norm(c, s, false, s->x, s->x, v->off_attn_norm[0], nl > 0 ? &var->layers[0].qkv : &var->output, n);
         if (r < 0 || (r = stamp(c, s, 0)) < 0)
                 return r;
         for (uint32_t l = 0; l < nl; l++) {
@@ -732,7 +750,9 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 r = wo_q8 ? mm_q8(c, s, wb, &L->wo, s->o) : mm(c, s, wb, &L->wo, s->att, s->o, n);
                 if (r < 0 || (r = stamp(c, s, l)) < 0)
                         return r;
-                if ((r = norm(c, s, true, v->off_ffn_norm[l], &L->gu, n)) < 0 || (r = stamp(c, s, l)) < 0)
+                /* one token: the residual goes to x2 and back (rmsnorm-wide.comp) */
+                QvkBuffer *xmid = n == 1 && v->p_norm_wide ? s->x2 : s->x;
+                if ((r = norm(c, s, true, s->x, xmid, v->off_ffn_norm[l], &L->gu, n)) < 0 || (r = stamp(c, s, l)) < 0)
                         return r;
                 r = fuse_q8(s, &L->gu, n) ? mm_q8(c, s, wb, &L->gu, s->gu) : mm(c, s, wb, &L->gu, s->xb, s->gu, n);
                 if (r < 0 || (r = stamp(c, s, l)) < 0)
@@ -753,7 +773,7 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 if (r < 0 || (r = stamp(c, s, l)) < 0)
                         return r;
                 const VkTensor *next = l + 1 < nl ? &var->layers[l + 1].qkv : &var->output;
-                r = norm(c, s, true, l + 1 < nl ? v->off_attn_norm[l + 1] : v->off_out_norm, next, n);
+                r = norm(c, s, true, xmid, s->x, l + 1 < nl ? v->off_attn_norm[l + 1] : v->off_out_norm, next, n);
                 if (r < 0 || (r = stamp(c, s, l)) < 0)
                         return r;
         }

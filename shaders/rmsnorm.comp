@@ -2,10 +2,7 @@
 // One workgroup per row: y = x / sqrt(mean(x^2) + eps) * w. With -DADD first x += a (the
 // residual add fused with the next norm). Rows up to 16 * 512 values stay in registers, so
 // that all loads of a thread are issued at once (a single row is latency-bound otherwise).
-// With -DQ8 it also writes y quantized to int8 blocks (quant8.glsl) for the int-dot matrix
-// product that follows: rows of at most Q8_MAX values, a multiple of 32.
 #extension GL_EXT_control_flow_attributes : enable
-#extension GL_GOOGLE_include_directive : enable
 layout(local_size_x = 512) in;
 layout(std430, binding = 0) buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer W { float w[]; };
@@ -16,20 +13,6 @@ layout(std430, binding = 3) readonly buffer A { float a[]; };
 layout(push_constant) uniform P { uint n; float eps; } p;
 shared float red[512];
 #define NREG 16
-#ifdef Q8
-#ifdef ADD
-#define XQB 4
-#else
-#define XQB 3
-#endif
-layout(std430, binding = XQB) writeonly buffer XQ { uvec4 xq4[]; };
-layout(std430, binding = XQB) writeonly buffer XD { vec2 xd[]; };
-#include "quant8.glsl"
-// the normalised row, one padding slot per 32 so that invocation b reading block b is free of
-// bank conflicts; with red[] within the 32 KiB of shared memory every device has
-#define Q8_MAX 7168
-shared float ys[Q8_MAX + Q8_MAX / 32];
-#endif
 void main() {
     uint row = gl_WorkGroupID.x, tid = gl_LocalInvocationID.x, base = row * p.n;
     float v[NREG];
@@ -73,26 +56,9 @@ void main() {
     float scale = inversesqrt(red[0] / float(p.n) + p.eps);
     [[unroll]] for (uint k = 0; k < NREG; k++) {
         uint i = tid + k * 512;
-        if (i < p.n) {
-            float yv = v[k] * scale * w[i];
-            y[base + i] = yv;
-#ifdef Q8
-            if (i < Q8_MAX)
-                ys[i + i / 32] = yv;
-#endif
-        }
+        if (i < p.n)
+            y[base + i] = v[k] * scale * w[i];
     }
-#ifdef Q8
-    barrier();
-    uint nb = p.n / 32;
-    for (uint b = tid; b < nb; b += 512) {
-        float q[32];
-        [[unroll]] for (uint i = 0; i < 32; i++)
-            q[i] = ys[33 * b + i];
-        store_q8_block(row * nb + b, nb * gl_NumWorkGroups.x, q);
-    }
-#else
     for (uint i = tid + NREG * 512; i < p.n; i += 512)
         y[base + i] = x[base + i] * scale * w[i];
-#endif
 }
