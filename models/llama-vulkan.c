@@ -506,14 +506,21 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
             (r = qvk_pipeline_get(d, "attention_reduce_f32", NULL, 0, 2, 12, &v->p_attn_reduce)) < 0 ||
             (r = qvk_pipeline_get(d, "argmax_f32", NULL, 0, 3, 16, &v->p_argmax)) < 0)
                 return r;
-        /* Decode: the norms spread over n_embd / 256 workgroups (rmsnorm-wide.comp), and on the
+        /* Decode: the norms spread over n_embd / 512 workgroups (rmsnorm-wide.comp), and on the
          * int-dot path the ops before the matrix products write int8 blocks themselves (whole
-         * blocks per head for the attention reduction). $QUANTD_VK_NO_FUSE_Q8=1 turns the latter
-         * off (for comparisons). */
-        if (E % 32 == 0 && E <= 16384 &&
+         * blocks per head for the attention). $QUANTD_VK_NO_FUSE_Q8=1 turns the latter off (for
+         * comparisons). */
+        if (E % 32 == 0 && E <= 8192 &&
             ((r = qvk_pipeline_get(d, "rmsnorm_wide_f32", NULL, 0, 3, 8, &v->p_norm_wide)) < 0 ||
              (r = qvk_pipeline_get(d, "add_rmsnorm_wide_f32", NULL, 0, 5, 8, &v->p_add_norm_wide)) < 0))
                 return r;
+        {
+                char dec[48];
+                snprintf(dec, sizeof(dec), "attention_decode_kv%s", kv);
+                r = qvk_pipeline_get(d, dec, &hp->head_dim, 1, 7, 20, &v->p_attn_dec);
+                if (r < 0)
+                        return r;
+        }
         if (v->p_norm_wide && qvk_device_features(d)->int_dot && hp->n_ff % 32 == 0 &&
             !streq_ptr(getenv("QUANTD_VK_NO_FUSE_Q8"), "1")) {
                 const uint32_t wg32[] = { 32 };
@@ -521,9 +528,13 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
                     (r = qvk_pipeline_get(d, "add_rmsnorm_wide_q8_f32", NULL, 0, 6, 8, &v->p_add_norm_q8)) < 0 ||
                     (r = qvk_pipeline_get(d, "silu_mul_q8_f32", wg32, 1, 2, 8, &v->p_silu_q8)) < 0)
                         return r;
-                if (hp->head_dim % 32 == 0 &&
-                    (r = qvk_pipeline_get(d, "attention_reduce_q8_f32", NULL, 0, 3, 12, &v->p_attn_reduce_q8)) < 0)
-                        return r;
+                if (hp->head_dim % 32 == 0) {
+                        char dec[48];
+                        snprintf(dec, sizeof(dec), "attention_decode_q8_kv%s", kv);
+                        r = qvk_pipeline_get(d, dec, &hp->head_dim, 1, 8, 20, &v->p_attn_dec_q8);
+                        if (r < 0)
+                                return r;
+                }
         }
 
         *ret = TAKE_PTR(v);
@@ -537,7 +548,7 @@ LlamaVkSeq *llama_vk_seq_free(LlamaVkSeq *s) {
         qvk_cmd_free(s->cmd_prefill);
         QvkBuffer **bufs[] = { &s->kc, &s->vc, &s->x, &s->x2, &s->xb, &s->qkv, &s->q, &s->att, &s->o,
                                &s->gu, &s->g, &s->xlast, &s->logits, &s->scratch, &s->tokens,
-                               &s->params, &s->result, &s->part };
+                               &s->params, &s->result, &s->part, &s->cnt };
         for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
                 qvk_buffer_free(*bufs[i]);
         return mfree(s);
@@ -588,10 +599,20 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
                 { &s->params, 256, QVK_MEM_HOST },
                 { &s->result, 256, QVK_MEM_HOST },
                 /* split-K attention partials, also the argmax slices (256 x 3 floats) */
+                { &s->cnt, (uint64_t) hp->n_head * 4, QVK_MEM_DEVICE },
                 { &s->part, MAX(3072u, (uint64_t) hp->n_head * s->n_split * (hp->head_dim + 2) * 4), QVK_MEM_DEVICE },
         };
         for (size_t i = 0; i < ELEMENTSOF(list); i++) {
                 r = qvk_buffer_new(v->d, list[i].size, list[i].kind, list[i].b);
+                if (r < 0)
+                        return r;
+        }
+        {
+                /* the decode attention's counters start at 0; its last workgroups reset them */
+                _cleanup_free_ uint32_t *zero = calloc(hp->n_head, 4);
+                if (!zero)
+                        return -ENOMEM;
+                r = qvk_buffer_upload(s->cnt, 0, zero, (uint64_t) hp->n_head * 4);
                 if (r < 0)
                         return r;
         }
@@ -662,7 +683,34 @@ static int norm(QvkCmd *c, LlamaVkSeq *s, bool add, QvkBuffer *xin, QvkBuffer *x
                 writes |= 1u << nb;
                 b[nb++] = B(s->scratch, 0, qvk_q8_bytes(E, 1));
         }
-        return qvk_cmd_dispatch(c, p, b, nb, writes, &pn, sizeof(pn), DIV_ROUND_UP(E, 256), 1, 1);
+        return qvk_cmd_dispatch(c, p, b, nb, writes, &pn, sizeof(pn), DIV_ROUND_UP(E, 512), 1, 1);
+}
+
+int llama_vk_attn_decode(QvkCmd *c, LlamaVkSeq *s, uint32_t l, QvkBinding q, QvkBinding att, bool q8) {
+        LlamaVk *v = s->v;
+        const LlamaHParams *hp = &v->w->hp;
+        uint32_t nq = hp->n_head * hp->head_dim;
+        QvkBinding b[] = {
+                q,
+                B(s->kc, l * s->kv_stride, s->kv_stride),
+                B(s->vc, l * s->kv_stride, s->kv_stride),
+                att,
+                B(s->params, 0, 16),
+                B(s->part, 0, 0),
+                B(s->cnt, 0, 0),
+                B(s->scratch, 0, qvk_q8_bytes(nq, 1)),
+        };
+        struct {
+                uint32_t n_head, n_head_kv;
+                float scale;
+                uint32_t kps, n_split;
+        } push = { hp->n_head, hp->n_head_kv, 1.0f / sqrtf((float) hp->head_dim), s->kps, s->n_split };
+
+        if (q8 && !v->p_attn_dec_q8)
+                return -EINVAL;
+        return qvk_cmd_dispatch(c, q8 ? v->p_attn_dec_q8 : v->p_attn_dec, b, q8 ? 8 : 7,
+                                (1u << 3) | (1u << 5) | (1u << 6) | (1u << 7), &push, sizeof(push), hp->n_head, 1,
+                                s->n_split);
 }
 
 static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
@@ -715,7 +763,14 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                         if (r < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
                 }
-                {
+                if (n == 1) {
+                        /* one dispatch: the last workgroup of each head combines the splits */
+                        wo_q8 = v->p_attn_dec_q8 && fuse_q8(s, &L->wo, n);
+                        r = llama_vk_attn_decode(c, s, l, B(s->q, 0, (uint64_t) nq * 4), B(s->att, 0, (uint64_t) nq * 4),
+                                                 wo_q8);
+                        if (r < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                } else {
                         QvkBinding b[] = {
                                 B(s->q, 0, (uint64_t) n * nq * 4),
                                 B(s->kc, l * s->kv_stride, s->kv_stride),
@@ -726,8 +781,6 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                         };
                         /* one token: split the keys over workgroups; a prompt has enough rows */
                         uint32_t n_split = n == 1 ? s->n_split : 1;
-                        /* the reduction of the splits writes the int8 blocks for wo */
-                        wo_q8 = n_split > 1 && v->p_attn_reduce_q8 && fuse_q8(s, &L->wo, n);
                         struct {
                                 uint32_t n_head, n_head_kv, head_dim;
                                 float scale;
@@ -737,12 +790,9 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                         r = qvk_cmd_dispatch(c, v->p_attn, b, 6, (1u << 3) | (1u << 5), &push, sizeof(push),
                                              hp->n_head, n, n_split);
                         if (r >= 0 && n_split > 1) {
-                                QvkBinding rb[] = { B(s->part, 0, 0), B(s->att, 0, (uint64_t) n * nq * 4),
-                                                    B(s->scratch, 0, qvk_q8_bytes(nq, n)) };
+                                QvkBinding rb[] = { B(s->part, 0, 0), B(s->att, 0, (uint64_t) n * nq * 4) };
                                 uint32_t rp[3] = { hp->n_head, hp->head_dim, n_split };
-                                r = qvk_cmd_dispatch(c, wo_q8 ? v->p_attn_reduce_q8 : v->p_attn_reduce, rb,
-                                                     wo_q8 ? 3 : 2, (1u << 1) | (1u << 2), rp, sizeof(rp),
-                                                     hp->n_head, n, 1);
+                                r = qvk_cmd_dispatch(c, v->p_attn_reduce, rb, 2, 1u << 1, rp, sizeof(rp), hp->n_head, n, 1);
                         }
                         if (r < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;

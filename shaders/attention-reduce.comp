@@ -1,18 +1,9 @@
 #version 450
 // Combines the split-K partials of attention.comp: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).
-// -DQ8: also writes the output as int8 blocks (quant8.glsl) for the int-dot output projection;
-// head_dim a multiple of 32, at most 256.
-#extension GL_GOOGLE_include_directive : enable
 layout(local_size_x = 128) in;
 layout(std430, binding = 0) readonly buffer Part { float part[]; };
 layout(std430, binding = 1) writeonly buffer O { float o[]; };
 layout(push_constant) uniform P { uint n_head, head_dim, n_split; } p;
-#ifdef Q8
-layout(std430, binding = 2) writeonly buffer XQ { uvec4 xq4[]; };
-layout(std430, binding = 2) writeonly buffer XD { vec2 xd[]; };
-#include "quant8.glsl"
-shared float os[256];
-#endif
 void main() {
     uint h = gl_WorkGroupID.x, t = gl_WorkGroupID.y, tid = gl_LocalInvocationID.x;
     uint hd = p.head_dim, base = (t * p.n_head + h) * p.n_split;
@@ -32,18 +23,5 @@ void main() {
             }
         }
         o[(t * p.n_head + h) * hd + d] = num / den;
-#ifdef Q8
-        os[d] = num / den;
-#endif
     }
-#ifdef Q8
-    barrier();
-    uint nbh = hd / 32;  // blocks of this head
-    if (tid < nbh) {
-        float v[32];
-        for (uint i = 0; i < 32; i++)
-            v[i] = os[32 * tid + i];
-        store_q8_block((t * p.n_head + h) * nbh + tid, gl_NumWorkGroups.y * p.n_head * nbh, v);
-    }
-#endif
 }

@@ -296,9 +296,9 @@ int main(void) {
                   .n_head_kv = 2, .n_ff = 224, .rope_freqs = true, .rope_base = 500000.0f, .seed = 11 },
                 { .arch = "qwen2", .n_vocab = 151, .n_embd = 96, .n_layer = 3, .n_head = 6,
                   .n_head_kv = 2, .n_ff = 160, .tied = true, .seed = 12 },
-                /* the decode norm over two workgroups, the second partial (288 = 256 + 32) */
-                { .arch = "llama", .n_vocab = 100, .n_embd = 288, .n_layer = 2, .n_head = 9,
-                  .n_head_kv = 3, .n_ff = 320, .seed = 14 },
+                /* the decode norm over two workgroups, the second partial (544 = 512 + 32) */
+                { .arch = "llama", .n_vocab = 100, .n_embd = 544, .n_layer = 2, .n_head = 17,
+                  .n_head_kv = 1, .n_ff = 320, .seed = 14 },
                 /* odd sizes: head_dim 20, n_ff not a multiple of 32 (F16 rows), MHA */
                 { .arch = "llama", .n_vocab = 67, .n_embd = 80, .n_layer = 1, .n_head = 4,
                   .n_head_kv = 4, .n_ff = 72, .tied = true, .seed = 13 },
