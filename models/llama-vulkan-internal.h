@@ -60,7 +60,7 @@ struct LlamaVk {
         /* the same ops writing int8 blocks for the int-dot decode (NULL where not used) */
         QvkPipeline *p_norm_q8, *p_add_norm_q8, *p_silu_q8;
         QvkPipeline *p_norm_wide, *p_add_norm_wide; /* one row over many workgroups (decode) */
-        QvkPipeline *p_attn_dec, *p_attn_dec_q8;    /* decode attention in one dispatch */
+        QvkPipeline *p_attn_dec, *p_attn_dec_rope, *p_attn_dec_rope_q8; /* decode attention, one dispatch */
 };
 
 struct LlamaVkSeq {
@@ -82,8 +82,11 @@ struct LlamaVkSeq {
 #define B(b_, o_, s_) ((QvkBinding) { .buf = (b_), .offset = (o_), .size = (s_) })
 
 /* The attention of sequence s's newest token at layer l (attention-decode.comp, one dispatch):
- * query q (n_head * head_dim f32) to att; q8: also att's int8 blocks into s->scratch. */
-int llama_vk_attn_decode(QvkCmd *c, LlamaVkSeq *s, uint32_t l, QvkBinding q, QvkBinding att, bool q8);
+ * query q (n_head * head_dim f32, rotated) to att. rope: q is the token's Q/K/V projection
+ * instead, rotated (and K, V stored into the cache) in the same dispatch, rope.comp not run;
+ * q8 (with rope only): also att's int8 blocks into s->scratch. */
+int llama_vk_attn_decode(QvkCmd *c, LlamaVkSeq *s, uint32_t l, QvkBinding q, QvkBinding att, bool rope,
+                         bool q8);
 
 /* Y = W·X over n columns of the activations x (see qvk_matmul), W the device matrix t in wbuf. */
 int llama_vk_mm(QvkCmd *c, QvkBuffer *scratch, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *x,

@@ -515,10 +515,12 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
              (r = qvk_pipeline_get(d, "add_rmsnorm_wide_f32", NULL, 0, 5, 8, &v->p_add_norm_wide)) < 0))
                 return r;
         {
-                char dec[48];
+                /* decode attention; _rope: with the rotation folded in (no rope dispatch) */
+                char dec[64], decr[64];
                 snprintf(dec, sizeof(dec), "attention_decode_kv%s", kv);
-                r = qvk_pipeline_get(d, dec, &hp->head_dim, 1, 7, 20, &v->p_attn_dec);
-                if (r < 0)
+                snprintf(decr, sizeof(decr), "attention_decode_rope_%s_kv%s", hp->neox ? "neox" : "norm", kv);
+                if ((r = qvk_pipeline_get(d, dec, &hp->head_dim, 1, 7, 28, &v->p_attn_dec)) < 0 ||
+                    (r = qvk_pipeline_get(d, decr, &hp->head_dim, 1, 9, 28, &v->p_attn_dec_rope)) < 0)
                         return r;
         }
         if (v->p_norm_wide && qvk_device_features(d)->int_dot && hp->n_ff % 32 == 0 &&
@@ -529,9 +531,9 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
                     (r = qvk_pipeline_get(d, "silu_mul_q8_f32", wg32, 1, 2, 8, &v->p_silu_q8)) < 0)
                         return r;
                 if (hp->head_dim % 32 == 0) {
-                        char dec[48];
-                        snprintf(dec, sizeof(dec), "attention_decode_q8_kv%s", kv);
-                        r = qvk_pipeline_get(d, dec, &hp->head_dim, 1, 8, 20, &v->p_attn_dec_q8);
+                        char decr[64];
+                        snprintf(decr, sizeof(decr), "attention_decode_rope_%s_q8_kv%s", hp->neox ? "neox" : "norm", kv);
+                        r = qvk_pipeline_get(d, decr, &hp->head_dim, 1, 10, 28, &v->p_attn_dec_rope_q8);
                         if (r < 0)
                                 return r;
                 }
@@ -686,11 +688,12 @@ static int norm(QvkCmd *c, LlamaVkSeq *s, bool add, QvkBuffer *xin, QvkBuffer *x
         return qvk_cmd_dispatch(c, p, b, nb, writes, &pn, sizeof(pn), DIV_ROUND_UP(E, 512), 1, 1);
 }
 
-int llama_vk_attn_decode(QvkCmd *c, LlamaVkSeq *s, uint32_t l, QvkBinding q, QvkBinding att, bool q8) {
+int llama_vk_attn_decode(QvkCmd *c, LlamaVkSeq *s, uint32_t l, QvkBinding q, QvkBinding att, bool rope,
+                         bool q8) {
         LlamaVk *v = s->v;
         const LlamaHParams *hp = &v->w->hp;
-        uint32_t nq = hp->n_head * hp->head_dim;
-        QvkBinding b[] = {
+        uint32_t nq = hp->n_head * hp->head_dim, nkv = hp->n_head_kv * hp->head_dim;
+        QvkBinding b[10] = {
                 q,
                 B(s->kc, l * s->kv_stride, s->kv_stride),
                 B(s->vc, l * s->kv_stride, s->kv_stride),
@@ -698,19 +701,31 @@ int llama_vk_attn_decode(QvkCmd *c, LlamaVkSeq *s, uint32_t l, QvkBinding q, Qvk
                 B(s->params, 0, 16),
                 B(s->part, 0, 0),
                 B(s->cnt, 0, 0),
-                B(s->scratch, 0, qvk_q8_bytes(nq, 1)),
         };
+        uint32_t nb = 7, writes = (1u << 3) | (1u << 5) | (1u << 6);
         struct {
                 uint32_t n_head, n_head_kv;
                 float scale;
-                uint32_t kps, n_split;
-        } push = { hp->n_head, hp->n_head_kv, 1.0f / sqrtf((float) hp->head_dim), s->kps, s->n_split };
+                uint32_t kps, n_split, n_rot, has_bias;
+        } push = { hp->n_head, hp->n_head_kv, 1.0f / sqrtf((float) hp->head_dim), s->kps, s->n_split, hp->n_rot,
+                   hp->qkv_bias };
+        QvkPipeline *p = v->p_attn_dec;
 
-        if (q8 && !v->p_attn_dec_q8)
+        if (q8 && (!rope || !v->p_attn_dec_rope_q8))
                 return -EINVAL;
-        return qvk_cmd_dispatch(c, q8 ? v->p_attn_dec_q8 : v->p_attn_dec, b, q8 ? 8 : 7,
-                                (1u << 3) | (1u << 5) | (1u << 6) | (1u << 7), &push, sizeof(push), hp->n_head, 1,
-                                s->n_split);
+        if (rope) {
+                /* q is the Q/K/V projection; K and V of the new position go into the cache */
+                b[nb++] = hp->qkv_bias ? B(v->common, v->off_bias[l], (nq + 2 * nkv) * 4)
+                                       : B(v->common, v->off_freq, hp->n_rot / 2 * 4);
+                b[nb++] = B(v->common, v->off_freq, hp->n_rot / 2 * 4);
+                writes |= (1u << 1) | (1u << 2);
+                p = q8 ? v->p_attn_dec_rope_q8 : v->p_attn_dec_rope;
+        }
+        if (q8) {
+                writes |= 1u << nb;
+                b[nb++] = B(s->scratch, 0, qvk_q8_bytes(nq, 1));
+        }
+        return qvk_cmd_dispatch(c, p, b, nb, writes, &push, sizeof(push), hp->n_head, 1, s->n_split);
 }
 
 static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
@@ -745,7 +760,17 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 r = fuse_q8(s, &L->qkv, n) ? mm_q8(c, s, wb, &L->qkv, s->qkv) : mm(c, s, wb, &L->qkv, s->xb, s->qkv, n);
                 if (r < 0 || (r = stamp(c, s, l)) < 0)
                         return r;
-                {
+                if (n == 1) {
+                        /* one dispatch: the rotation, the KV store and the attention; the last
+                         * workgroup of each head combines the splits */
+                        wo_q8 = v->p_attn_dec_rope_q8 && fuse_q8(s, &L->wo, n);
+                        r = llama_vk_attn_decode(c, s, l, B(s->qkv, 0, (uint64_t) (nq + 2 * nkv) * 4),
+                                                 B(s->att, 0, (uint64_t) nq * 4), true, wo_q8);
+                        /* the profile's rope and attention stamps, together */
+                        if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                }
+                if (n > 1) {
                         QvkBinding b[] = {
                                 B(s->qkv, 0, (uint64_t) n * (nq + 2 * nkv) * 4),
                                 B(s->q, 0, (uint64_t) n * nq * 4),
@@ -763,14 +788,7 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                         if (r < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
                 }
-                if (n == 1) {
-                        /* one dispatch: the last workgroup of each head combines the splits */
-                        wo_q8 = v->p_attn_dec_q8 && fuse_q8(s, &L->wo, n);
-                        r = llama_vk_attn_decode(c, s, l, B(s->q, 0, (uint64_t) nq * 4), B(s->att, 0, (uint64_t) nq * 4),
-                                                 wo_q8);
-                        if (r < 0 || (r = stamp(c, s, l)) < 0)
-                                return r;
-                } else {
+                if (n > 1) {
                         QvkBinding b[] = {
                                 B(s->q, 0, (uint64_t) n * nq * 4),
                                 B(s->kc, l * s->kv_stride, s->kv_stride),

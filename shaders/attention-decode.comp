@@ -7,6 +7,11 @@
 // them as attention-reduce.comp does. -DQ8: the output also as int8 blocks (quant8.glsl) for
 // the int-dot output projection (head_dim a multiple of 32). head_dim <= 256. GQA: head h reads
 // KV head h / (n_head / n_head_kv).
+// -DROPE (-DNEOX): the rotation of rope.comp done here instead of in a dispatch of its own: each
+// workgroup rotates its query head from the fused Q/K/V projection (plus the qwen2 biases), and
+// the workgroups whose keys include the new position also rotate its K, store K and V into the
+// cache and read them back (the same values as rope.comp stores; the group's query heads store
+// the same bits twice over).
 #extension GL_EXT_control_flow_attributes : enable
 #extension GL_GOOGLE_include_directive : enable
 #ifdef KV_F16
@@ -17,24 +22,34 @@
 #endif
 layout(local_size_x = 128) in;
 layout(constant_id = 0) const uint HD = 128;  // head_dim, constant so that the loops unroll
-layout(std430, binding = 0) readonly buffer Q { float q[]; };
-layout(std430, binding = 1) readonly buffer KC { KT kc[]; };
-#ifdef KV_F16
-layout(std430, binding = 1) readonly buffer KC4 { uvec4 kc4[]; };  // 8 halves a load
+#ifdef ROPE
+#define KVQ coherent  // the new position's K and V are written and read back in the dispatch
+layout(std430, binding = 0) readonly buffer QKV { float qkv[]; };  // [nq + 2 nkv]
+layout(std430, binding = 7) readonly buffer Bias { float bias[]; };  // bq | bk | bv, or unused
+layout(std430, binding = 8) readonly buffer Freq { float freq[]; };  // n_rot/2 angles per position
+#define XQB 9
 #else
-layout(std430, binding = 1) readonly buffer KC4 { vec4 kc4[]; };
+#define KVQ readonly
+layout(std430, binding = 0) readonly buffer Q { float q[]; };
+#define XQB 7
 #endif
-layout(std430, binding = 2) readonly buffer VC { KT vc[]; };
+layout(std430, binding = 1) KVQ buffer KC { KT kc[]; };
+#ifdef KV_F16
+layout(std430, binding = 1) KVQ buffer KC4 { uvec4 kc4[]; };  // 8 halves a load
+#else
+layout(std430, binding = 1) KVQ buffer KC4 { vec4 kc4[]; };
+#endif
+layout(std430, binding = 2) KVQ buffer VC { KT vc[]; };
 layout(std430, binding = 3) writeonly buffer O { float o[]; };
 layout(std430, binding = 4) readonly buffer Prm { uint pos0; uint n_tokens; } prm;
 layout(std430, binding = 5) coherent buffer Part { float part[]; };
 layout(std430, binding = 6) coherent buffer Cnt { uint cnt[]; };
 #ifdef Q8
-layout(std430, binding = 7) writeonly buffer XQ { uvec4 xq4[]; };
-layout(std430, binding = 7) writeonly buffer XD { vec2 xd[]; };
+layout(std430, binding = XQB) writeonly buffer XQ { uvec4 xq4[]; };
+layout(std430, binding = XQB) writeonly buffer XD { vec2 xd[]; };
 #include "quant8.glsl"
 #endif
-layout(push_constant) uniform P { uint n_head, n_head_kv; float scale; uint kps, n_split; } p;
+layout(push_constant) uniform P { uint n_head, n_head_kv; float scale; uint kps, n_split, n_rot, has_bias; } p;
 
 const uint DPT = (HD + 127) / 128;  // dimensions per invocation in P·V
 shared float qs[HD];
@@ -71,14 +86,66 @@ void finish(uint h, uint tid) {
 #endif
 }
 
+#ifdef ROPE
+// Pair i of a head as rope.comp rotates it: elements a and b, and whether they rotate.
+void rope_pair(uint i, out uint a, out uint b, out bool rot) {
+#ifdef NEOX
+    if (i < p.n_rot / 2) { a = i; b = i + p.n_rot / 2; rot = true; }
+    else { a = p.n_rot + 2 * (i - p.n_rot / 2); b = a + 1; rot = false; }
+#else
+    a = 2 * i; b = a + 1; rot = a < p.n_rot;
+#endif
+}
+
+// Elements a, b of row o of qkv (bias row bo) rotated for position pos as rope.comp does.
+vec2 rope_at(uint o, uint bo, uint a, uint b, bool rot, uint i, uint pos) {
+    float x0 = qkv[o + a], x1 = qkv[o + b];
+    if (p.has_bias != 0) { x0 += bias[bo + a]; x1 += bias[bo + b]; }
+    if (rot) {
+        float th = float(pos) * freq[i];
+        float c = cos(th), s = sin(th);
+        float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+        x0 = y0; x1 = y1;
+    }
+    return vec2(x0, x1);
+}
+#endif
+
 void main() {
     uint h = gl_WorkGroupID.x, split = gl_WorkGroupID.z, tid = gl_LocalInvocationID.x;
     uint nkv = p.n_head_kv * HD;
     uint kh = h / (p.n_head / p.n_head_kv);
     uint n_kv = prm.pos0 + 1;
     uint j_begin = split * p.kps, j_end = min(n_kv, j_begin + p.kps);
+#ifdef ROPE
+    uint nq = p.n_head * HD, pos = n_kv - 1;
+    for (uint i = tid; i < HD / 2; i += 128) {
+        uint a, b;
+        bool rot;
+        rope_pair(i, a, b, rot);
+        vec2 xq = rope_at(h * HD, h * HD, a, b, rot, i, pos);
+        qs[a] = xq.x * p.scale;
+        qs[b] = xq.y * p.scale;
+    }
+    if (pos >= j_begin && pos < j_end) {  // this split holds the new key: store it and V
+        uint co = pos * nkv + kh * HD;
+        for (uint i = tid; i < HD / 2; i += 128) {
+            uint a, b;
+            bool rot;
+            rope_pair(i, a, b, rot);
+            vec2 xk = rope_at(nq + kh * HD, nq + kh * HD, a, b, rot, i, pos);
+            kc[co + a] = KT(xk.x);
+            kc[co + b] = KT(xk.y);
+            vec2 xv = rope_at(nq + nkv + kh * HD, nq + nkv + kh * HD, a, b, false, i, pos);
+            vc[co + a] = KT(xv.x);
+            vc[co + b] = KT(xv.y);
+        }
+        memoryBarrierBuffer();
+    }
+#else
     for (uint d = tid; d < HD; d += 128)
         qs[d] = q[h * HD + d] * p.scale;
+#endif
     barrier();
 
     float m = -1.0 / 0.0, l = 0.0;
@@ -117,15 +184,20 @@ void main() {
         float sum = 0.0;
         [[unroll]] for (uint e = 0; e < DPT; e++)
             acc[e] *= corr;
-        uint vo = c0 * nkv + kh * HD;
-        for (uint i = 0; i < cnt_; i++) {
-            float pj = pr[i];
-            sum += pj;
+        // 32 keys' loads in flight at once (a loop of one load per key waits for each in turn);
+        // keys past j_end have pr 0 and read the last valid row
+        uint vo = kh * HD;
+        for (uint i0 = 0; i0 < cnt_; i0 += 32) {
             [[unroll]] for (uint e = 0; e < DPT; e++) {
-                uint d = tid + 128 * e;
-                if (d < HD)
-                    acc[e] += pj * float(vc[vo + i * nkv + d]);
+                uint d = min(tid + 128 * e, HD - 1);
+                float vv[32];
+                [[unroll]] for (uint ii = 0; ii < 32; ii++)
+                    vv[ii] = float(vc[min(c0 + i0 + ii, j_end - 1) * nkv + vo + d]);
+                [[unroll]] for (uint ii = 0; ii < 32; ii++)
+                    acc[e] += pr[i0 + ii] * vv[ii];
             }
+            [[unroll]] for (uint ii = 0; ii < 32; ii++)
+                sum += pr[i0 + ii];
         }
         l = l * corr + sum;
         barrier();  // pr is rewritten by the next chunk
@@ -156,24 +228,40 @@ void main() {
     if (!last)
         return;
     memoryBarrierBuffer();
+    // the splits' (m, l) read in parallel (128 at a time), then the weights e^(m_s - M) and
+    // their sum; empty splits (l = 0) weigh 0
     uint base = h * p.n_split;
-    float M = -1.0 / 0.0;
-    for (uint s = 0; s < p.n_split; s++)
-        if (part[(base + s) * (HD + 2) + HD + 1] > 0.0)
-            M = max(M, part[(base + s) * (HD + 2) + HD]);
-    for (uint d = tid; d < HD; d += 128) {
-        float num = 0.0, den = 0.0;
-        for (uint s = 0; s < p.n_split; s++) {
-            uint pb = (base + s) * (HD + 2);
-            float ls = part[pb + HD + 1];
-            if (ls > 0.0) {
-                float w = exp(part[pb + HD] - M);
-                num += part[pb + d] * w;
-                den += ls * w;
-            }
-        }
-        os[d] = num / den;
+    float M = -1.0 / 0.0, den = 0.0;
+    for (uint s0 = 0; s0 < p.n_split; s0 += 128) {
+        uint sp = min(s0 + tid, p.n_split - 1);  // past the end: the last split again
+        float ms = part[(base + sp) * (HD + 2) + HD + 1] > 0.0 ? part[(base + sp) * (HD + 2) + HD] : -1.0 / 0.0;
+        M = max(M, block_max(tid, ms));
     }
+    for (uint s0 = 0; s0 < p.n_split; s0 += 128) {
+        uint sp = min(s0 + tid, p.n_split - 1), cnt_ = min(128u, p.n_split - s0);
+        float ls = s0 + tid < p.n_split ? part[(base + sp) * (HD + 2) + HD + 1] : 0.0;
+        pr[tid] = ls > 0.0 ? exp(part[(base + sp) * (HD + 2) + HD] - M) : 0.0;
+        red[tid] = ls * pr[tid];
+        barrier();
+        for (uint i = 0; i < cnt_; i++)
+            den += red[i];
+        [[unroll]] for (uint e = 0; e < DPT; e++) {
+            uint d = min(tid + 128 * e, HD - 1);
+            float num = 0.0;
+            for (uint i0 = 0; i0 < cnt_; i0 += 16) {
+                float pv[16];
+                [[unroll]] for (uint ii = 0; ii < 16; ii++)
+                    pv[ii] = part[(base + s0 + min(i0 + ii, cnt_ - 1)) * (HD + 2) + d];
+                [[unroll]] for (uint ii = 0; ii < 16; ii++)
+                    num += i0 + ii < cnt_ ? pr[i0 + ii] * pv[ii] : 0.0;
+            }
+            acc[e] = s0 == 0 ? num : acc[e] + num;
+        }
+        barrier();
+    }
+    [[unroll]] for (uint e = 0; e < DPT; e++)
+        if (tid + 128 * e < HD)
+            os[tid + 128 * e] = acc[e] / den;
     if (tid == 0)
         cnt[h] = 0u;  // ready for the next step
     finish(h, tid);
