@@ -17,7 +17,6 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const uint NR = 2;
 layout(constant_id = 2) const uint NC = 1;
-layout(constant_id = 3) const uint UNR = 1;  // F32/F16: steps of the unit loop loaded together
 
 layout(std430, binding = 2) writeonly buffer Y { float y[]; };
 
@@ -75,29 +74,20 @@ void main() {
     }
 #else
     uint units = (pc.k + 7u) / 8u;
-    // UNR steps at once, so that more than one step's loads are in flight per invocation
-    for (uint u0 = tid; u0 < units; u0 += UNR * WG) {
-        float wv[UNR][NR][8];
-        for (uint s = 0u; s < UNR; s++) {
-            uint u = min(u0 + s * WG, units - 1u);  // past the row: a valid unit, not used
-            for (uint r = 0u; r < NR; r++) {
-                uint row = min(row0 + r, pc.m - 1u);  // rows past m: computed, never stored
-                load_w8(row, u, wv[s][r]);
-            }
+    for (uint u = tid; u < units; u += WG) {
+        float wv[NR][8];
+        for (uint r = 0u; r < NR; r++) {
+            uint row = min(row0 + r, pc.m - 1u);  // rows past m: computed, never stored
+            load_w8(row, u, wv[r]);
         }
-        for (uint s = 0u; s < UNR; s++) {
-            uint u = u0 + s * WG;
-            if (u >= units)
-                break;
-            for (uint c = 0u; c < NC; c++) {
-                float xv[8];
-                load_x8(c, u, xv);
-                for (uint r = 0u; r < NR; r++) {
-                    float t = 0.0;
-                    for (uint i = 0u; i < 8u; i++)
-                        t = fma(wv[s][r][i], xv[i], t);
-                    acc[r * NC + c] += t;
-                }
+        for (uint c = 0u; c < NC; c++) {
+            float xv[8];
+            load_x8(c, u, xv);
+            for (uint r = 0u; r < NR; r++) {
+                float s = 0.0;
+                for (uint i = 0u; i < 8u; i++)
+                    s = fma(wv[r][i], xv[i], s);
+                acc[r * NC + c] += s;
             }
         }
     }

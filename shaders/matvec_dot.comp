@@ -15,7 +15,6 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const uint NR = 2;
 layout(constant_id = 2) const uint NC = 1;
-layout(constant_id = 3) const uint UNR = 1;  // steps of the block loop whose loads go out together
 
 layout(std430, binding = 1) readonly buffer XQ { uvec4 xq4[]; };
 layout(std430, binding = 1) readonly buffer XD { vec2 xd[]; };
@@ -99,22 +98,15 @@ void main() {
     for (uint j = 0u; j < NR * NC; j++)
         acc[j] = 0.0;
 
-    // UNR steps at once: a loop that loads, waits and computes one step at a time has one
-    // memory latency per step in flight per invocation (k = 14336: 3.5 steps of 128 blocks)
-    for (uint b0 = tid; b0 < nb; b0 += UNR * WG) {
-        uint q[UNR][NR][8];
-        float d[UNR][NR], mn[UNR][NR];
-        for (uint u = 0u; u < UNR; u++) {
-            uint b = min(b0 + u * WG, nb - 1u);  // past the row: a valid block, not used
-            for (uint r = 0u; r < NR; r++) {
-                uint row = min(row0 + r, pc.m - 1u);
-                LOAD_BLOCK(row * nb + b, q[u][r], d[u][r], mn[u][r]);  // all loads in flight
-            }
+    for (uint b = tid; b < nb; b += WG) {
+        uint q[NR][8];
+        float d[NR], mn[NR];
+        for (uint r = 0u; r < NR; r++) {
+            uint row = min(row0 + r, pc.m - 1u);
+            LOAD_BLOCK(row * nb + b, q[r], d[r], mn[r]);  // all rows' loads in flight
         }
-        for (uint u = 0u; u < UNR; u++)
-            if (b0 + u * WG < nb)
-                for (uint r = 0u; r < NR; r++)
-                    dot_block(r, b0 + u * WG, nb, q[u][r], d[u][r], mn[u][r]);
+        for (uint r = 0u; r < NR; r++)
+            dot_block(r, b, nb, q[r], d[r], mn[r]);
     }
 
     float t = reduce_all(tid);

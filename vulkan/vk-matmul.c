@@ -152,11 +152,7 @@ static int matvec_dot(QvkCmd *c, const char *name, QvkBinding w, uint32_t m, uin
         int r;
 
         matvec_dot_shape(&wg, &rows);
-        /* the block loop's steps issued together: all of a row's (k = 14336: 4), at most 8
-         * blocks per invocation in registers; $QUANTD_VK_MATVEC_DOT_UNROLL caps it */
-        uint32_t steps = DIV_ROUND_UP(k / 32, wg);
-        uint32_t unr = MAX(1u, MIN(MIN(steps, env_u32("QUANTD_VK_MATVEC_DOT_UNROLL", 4)), 8u / (rows * n)));
-        uint32_t spec[] = { wg, rows, n, unr };
+        uint32_t spec[] = { wg, rows, n };
         MatPush push = { m, k, n, 0 };
         QvkBinding b[3] = { w, xq, y };
         r = qvk_pipeline_get(d, name, spec, ELEMENTSOF(spec), 3, sizeof(push), &p);
@@ -216,10 +212,7 @@ int qvk_matmul(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k
 
         uint32_t wg, rows;
         matvec_shape(&wg, &rows);
-        /* F32/F16: the unit loop's steps issued together as in matvec_dot(), 8 values a unit */
-        uint32_t steps = DIV_ROUND_UP(DIV_ROUND_UP(k, 8u), wg);
-        uint32_t unr = is_block_type(wt) ? 1 : MAX(1u, MIN(MIN(steps, env_u32("QUANTD_VK_MATVEC_UNROLL", 4)), 8u / (rows * n)));
-        uint32_t spec[] = { wg, rows, n, unr };
+        uint32_t spec[] = { wg, rows, n };
         b[0] = w, b[1] = x, b[2] = y;
         r = qvk_pipeline_get(d, name, spec, ELEMENTSOF(spec), 3, sizeof(push), &p);
         if (r < 0)
