@@ -519,8 +519,8 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
                 char dec[64], decr[64];
                 snprintf(dec, sizeof(dec), "attention_decode_kv%s", kv);
                 snprintf(decr, sizeof(decr), "attention_decode_rope_%s_kv%s", hp->neox ? "neox" : "norm", kv);
-                if ((r = qvk_pipeline_get(d, dec, &hp->head_dim, 1, 7, 28, &v->p_attn_dec)) < 0 ||
-                    (r = qvk_pipeline_get(d, decr, &hp->head_dim, 1, 9, 28, &v->p_attn_dec_rope)) < 0)
+                if ((r = qvk_pipeline_get(d, dec, &hp->head_dim, 1, 7, 32, &v->p_attn_dec)) < 0 ||
+                    (r = qvk_pipeline_get(d, decr, &hp->head_dim, 1, 9, 32, &v->p_attn_dec_rope)) < 0)
                         return r;
         }
         if (v->p_norm_wide && qvk_device_features(d)->int_dot && hp->n_ff % 32 == 0 &&
@@ -533,7 +533,7 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
                 if (hp->head_dim % 32 == 0) {
                         char decr[64];
                         snprintf(decr, sizeof(decr), "attention_decode_rope_%s_q8_kv%s", hp->neox ? "neox" : "norm", kv);
-                        r = qvk_pipeline_get(d, decr, &hp->head_dim, 1, 10, 28, &v->p_attn_dec_rope_q8);
+                        r = qvk_pipeline_get(d, decr, &hp->head_dim, 1, 10, 32, &v->p_attn_dec_rope_q8);
                         if (r < 0)
                                 return r;
                 }
@@ -706,9 +706,9 @@ int llama_vk_attn_decode(QvkCmd *c, LlamaVkSeq *s, uint32_t l, QvkBinding q, Qvk
         struct {
                 uint32_t n_head, n_head_kv;
                 float scale;
-                uint32_t kps, n_split, n_rot, has_bias;
+                uint32_t kps, n_split, n_rot, has_bias, n_ctx;
         } push = { hp->n_head, hp->n_head_kv, 1.0f / sqrtf((float) hp->head_dim), s->kps, s->n_split, hp->n_rot,
-                   hp->qkv_bias };
+                   hp->qkv_bias, s->n_ctx };
         QvkPipeline *p = v->p_attn_dec;
 
         if (q8 && (!rope || !v->p_attn_dec_rope_q8))
