@@ -99,6 +99,31 @@ static void compare(QdEngine *cpu, QdEngine *gpu, const char *path, uint32_t V, 
         }
 }
 
+/* A context long enough (8448) that the decode attention takes more than one step of 64 keys
+ * per split (96 keys each): prompt and decode against the CPU reference. */
+static void check_long_context(QdEngine *cpu, QdEngine *gpu, const char *path, uint32_t V, double bound,
+                               uint64_t seed) {
+        _cleanup_(qd_model_freep) QdModel *mc = NULL, *mg = NULL;
+        _cleanup_(qd_sequence_freep) QdSequence *sc = NULL, *sg = NULL;
+        int32_t tok[N_PROMPT + N_DECODE];
+        double worst = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(tok); i++)
+                tok[i] = fixture_rand(&seed) % V;
+        assert(qd_model_load(cpu, path, &mc) == 0);
+        assert(qd_model_load(gpu, path, &mg) == 0);
+        assert(qd_sequence_new(mc, 8448, &sc) == 0);
+        assert(qd_sequence_new(mg, 8448, &sg) == 0);
+        assert(qd_sequence_prefill(sc, tok, N_PROMPT) == 0);
+        assert(qd_sequence_prefill(sg, tok, N_PROMPT) == 0);
+        for (size_t i = N_PROMPT; i < ELEMENTSOF(tok); i++) {
+                assert(qd_sequence_prefill(sc, &tok[i], 1) == 0);
+                assert(qd_sequence_prefill(sg, &tok[i], 1) == 0);
+                worst = MAX(worst, fixture_nmse(qd_sequence_logits(sg), qd_sequence_logits(sc), V));
+        }
+        expect(worst < bound, "n_ctx 8448: decode nmse", worst, bound);
+}
+
 static void check_switch(QdEngine *cpu, QdEngine *gpu, const char *path, uint32_t V) {
         _cleanup_(qd_model_freep) QdModel *mc = NULL, *mg = NULL;
         _cleanup_(qd_sequence_freep) QdSequence *sc = NULL, *sg = NULL;
@@ -319,6 +344,8 @@ int main(void) {
                                 compare(cpu, gpu, path, specs[s].n_vocab, QD_PRECISION_INT4, 1e-1, 300 + s);
                                 if (s == 0)
                                         check_switch(cpu, gpu, path, specs[s].n_vocab);
+                                if (s <= 1) /* rotation in normal and NeoX order */
+                                        check_long_context(cpu, gpu, path, specs[s].n_vocab, formats[f].bound, 500 + s);
                                 if (s <= 1) /* llama: columns bound in place; qwen2: copied */
                                         check_batch(gpu, path, specs[s].n_vocab, formats[f].bound, 400 + s);
                         }
