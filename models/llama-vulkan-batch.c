@@ -130,7 +130,7 @@ static int record_batch(LlamaVk *v, LlamaVkSeq *const *seqs, uint32_t n) {
                         LlamaVkSeq *s = seqs[j];
                         r = llama_vk_attn_decode(c, s, l, direct ? B(b->q, (uint64_t) j * nq * 4, nq * 4) : B(s->q, 0, nq * 4),
                                                  direct ? B(b->att, (uint64_t) j * nq * 4, nq * 4) : B(s->att, 0, nq * 4),
-                                                 B(s->params, 0, 16), false, false);
+                                                 false, false);
                         if (r < 0)
                                 return r;
                 }

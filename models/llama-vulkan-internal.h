@@ -71,7 +71,6 @@ struct LlamaVkSeq {
         QvkBuffer *kc, *vc, *x, *x2, *xb, *qkv, *q, *att, *o, *gu, *g, *xlast, *logits, *scratch;
         QvkBuffer *tokens, *params, *result, *part;
         QvkBuffer *cnt; /* per query head: finished splits of the decode attention */
-        QvkBuffer *step_dev; /* one token: device copies of params (bytes 0-15) and the token (16-19) */
         uint32_t kps, n_split; /* decode attention: keys per split, splits */
         QvkCmd *cmd_decode, *cmd_prefill;
         uint64_t gen_decode, gen_prefill;
@@ -85,10 +84,9 @@ struct LlamaVkSeq {
 /* The attention of sequence s's newest token at layer l (attention-decode.comp, one dispatch):
  * query q (n_head * head_dim f32, rotated) to att. rope: q is the token's Q/K/V projection
  * instead, rotated (and K, V stored into the cache) in the same dispatch, rope.comp not run;
- * q8 (with rope only): also att's int8 blocks into s->scratch. prm: the position (s->params or
- * a device copy of it). */
-int llama_vk_attn_decode(QvkCmd *c, LlamaVkSeq *s, uint32_t l, QvkBinding q, QvkBinding att, QvkBinding prm,
-                         bool rope, bool q8);
+ * q8 (with rope only): also att's int8 blocks into s->scratch. */
+int llama_vk_attn_decode(QvkCmd *c, LlamaVkSeq *s, uint32_t l, QvkBinding q, QvkBinding att, bool rope,
+                         bool q8);
 
 /* Y = W·X over n columns of the activations x (see qvk_matmul), W the device matrix t in wbuf. */
 int llama_vk_mm(QvkCmd *c, QvkBuffer *scratch, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *x,

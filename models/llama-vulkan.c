@@ -550,7 +550,7 @@ LlamaVkSeq *llama_vk_seq_free(LlamaVkSeq *s) {
         qvk_cmd_free(s->cmd_prefill);
         QvkBuffer **bufs[] = { &s->kc, &s->vc, &s->x, &s->x2, &s->xb, &s->qkv, &s->q, &s->att, &s->o,
                                &s->gu, &s->g, &s->xlast, &s->logits, &s->scratch, &s->tokens,
-                               &s->params, &s->result, &s->part, &s->cnt, &s->step_dev };
+                               &s->params, &s->result, &s->part, &s->cnt };
         for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
                 qvk_buffer_free(*bufs[i]);
         return mfree(s);
@@ -599,7 +599,6 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
                 { &s->scratch, MAX(scratch, 256u), QVK_MEM_DEVICE },
                 { &s->tokens, ub * 4, QVK_MEM_HOST },
                 { &s->params, 256, QVK_MEM_HOST },
-                { &s->step_dev, 256, QVK_MEM_DEVICE },
                 { &s->result, 256, QVK_MEM_HOST },
                 /* split-K attention partials, also the argmax slices (256 x 3 floats) */
                 { &s->cnt, (uint64_t) hp->n_head * 4, QVK_MEM_DEVICE },
@@ -689,8 +688,8 @@ static int norm(QvkCmd *c, LlamaVkSeq *s, bool add, QvkBuffer *xin, QvkBuffer *x
         return qvk_cmd_dispatch(c, p, b, nb, writes, &pn, sizeof(pn), DIV_ROUND_UP(E, 512), 1, 1);
 }
 
-int llama_vk_attn_decode(QvkCmd *c, LlamaVkSeq *s, uint32_t l, QvkBinding q, QvkBinding att, QvkBinding prm,
-                         bool rope, bool q8) {
+int llama_vk_attn_decode(QvkCmd *c, LlamaVkSeq *s, uint32_t l, QvkBinding q, QvkBinding att, bool rope,
+                         bool q8) {
         LlamaVk *v = s->v;
         const LlamaHParams *hp = &v->w->hp;
         uint32_t nq = hp->n_head * hp->head_dim, nkv = hp->n_head_kv * hp->head_dim;
@@ -699,7 +698,7 @@ int llama_vk_attn_decode(QvkCmd *c, LlamaVkSeq *s, uint32_t l, QvkBinding q, Qvk
                 B(s->kc, l * s->kv_stride, s->kv_stride),
                 B(s->vc, l * s->kv_stride, s->kv_stride),
                 att,
-                prm,
+                B(s->params, 0, 16),
                 B(s->part, 0, 0),
                 B(s->cnt, 0, 0),
         };
@@ -741,22 +740,10 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
         if (r < 0)
                 return r;
         s->n_stamps = 0;
-        /* One token: the token and the position go to device memory first. Read from the
-         * host-visible buffers by every workgroup of every layer's ops, they cost several us
-         * per op on the H100 (get_rows 8 us, the decode attention 20+). */
-        QvkBuffer *tokens = s->tokens;
-        QvkBinding prm = B(s->params, 0, 16);
-        if (n == 1) {
-                if ((r = qvk_cmd_copy(c, s->params, 0, s->step_dev, 0, 16)) < 0 ||
-                    (r = qvk_cmd_copy(c, s->tokens, 0, s->step_dev, 16, 4)) < 0)
-                        return r;
-                prm = B(s->step_dev, 0, 16);
-        }
         if ((r = stamp(c, s, 0)) < 0)
                 return r;
         {
-                QvkBinding b[] = { n == 1 ? B(s->step_dev, 16, 4) : B(tokens, 0, n * 4), B(v->table, 0, 0),
-                                   B(s->x, 0, (uint64_t) n * E * 4) };
+                QvkBinding b[] = { B(s->tokens, 0, n * 4), B(v->table, 0, 0), B(s->x, 0, (uint64_t) n * E * 4) };
                 uint32_t push = E;
                 r = qvk_cmd_dispatch(c, v->p_get_rows, b, 3, 1u << 2, &push, 4, DIV_ROUND_UP(E, 64), n, 1);
                 if (r < 0 || (r = stamp(c, s, 0)) < 0)
@@ -778,7 +765,7 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                          * workgroup of each head combines the splits */
                         wo_q8 = v->p_attn_dec_rope_q8 && fuse_q8(s, &L->wo, n);
                         r = llama_vk_attn_decode(c, s, l, B(s->qkv, 0, (uint64_t) (nq + 2 * nkv) * 4),
-                                                 B(s->att, 0, (uint64_t) nq * 4), prm, true, wo_q8);
+                                                 B(s->att, 0, (uint64_t) nq * 4), true, wo_q8);
                         /* the profile's rope and attention stamps, together */
                         if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
