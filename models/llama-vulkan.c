@@ -600,8 +600,8 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
                 { &s->tokens, ub * 4, QVK_MEM_HOST },
                 { &s->params, 256, QVK_MEM_HOST },
                 { &s->result, 256, QVK_MEM_HOST },
-                /* split-K attention partials, also the argmax slices (256 x 3 floats) */
                 { &s->cnt, (uint64_t) hp->n_head * 4, QVK_MEM_DEVICE },
+                /* split-K attention partials, also the argmax slices (256 x 3 floats) */
                 { &s->part, MAX(3072u, (uint64_t) hp->n_head * s->n_split * (hp->head_dim + 2) * 4), QVK_MEM_DEVICE },
         };
         for (size_t i = 0; i < ELEMENTSOF(list); i++) {
