@@ -126,33 +126,9 @@ static int record_batch(LlamaVk *v, LlamaVkSeq *const *seqs, uint32_t n) {
                 }
                 for (uint32_t j = 0; j < n; j++) {
                         LlamaVkSeq *s = seqs[j];
-                        QvkBinding bd[] = {
-                                direct ? B(b->q, (uint64_t) j * nq * 4, nq * 4) : B(s->q, 0, nq * 4),
-                                B(s->kc, l * s->kv_stride, s->kv_stride),
-                                B(s->vc, l * s->kv_stride, s->kv_stride),
-                                direct ? B(b->att, (uint64_t) j * nq * 4, nq * 4) : B(s->att, 0, nq * 4),
-                                B(s->params, 0, 16),
-                                B(s->part, 0, 0),
-                        };
-                        struct {
-                                uint32_t n_head, n_head_kv, head_dim;
-                                float scale;
-                                uint32_t kps, n_split;
-                        } push = { hp->n_head, hp->n_head_kv, hp->head_dim, 1.0f / sqrtf((float) hp->head_dim),
-                                   s->kps, s->n_split };
-                        r = qvk_cmd_dispatch(c, v->p_attn, bd, 6, (1u << 3) | (1u << 5), &push, sizeof(push),
-                                             hp->n_head, 1, s->n_split);
-                        if (r < 0)
-                                return r;
-                }
-                for (uint32_t j = 0; j < n; j++) {
-                        LlamaVkSeq *s = seqs[j];
-                        if (s->n_split <= 1)
-                                continue;
-                        QvkBinding rb[] = { B(s->part, 0, 0),
-                                            direct ? B(b->att, (uint64_t) j * nq * 4, nq * 4) : B(s->att, 0, nq * 4) };
-                        uint32_t rp[3] = { hp->n_head, hp->head_dim, s->n_split };
-                        r = qvk_cmd_dispatch(c, v->p_attn_reduce, rb, 2, 1u << 1, rp, sizeof(rp), hp->n_head, 1, 1);
+                        r = llama_vk_attn_decode(c, s, l, direct ? B(b->q, (uint64_t) j * nq * 4, nq * 4) : B(s->q, 0, nq * 4),
+                                                 direct ? B(b->att, (uint64_t) j * nq * 4, nq * 4) : B(s->att, 0, nq * 4),
+                                                 false, false);
                         if (r < 0)
                                 return r;
                 }

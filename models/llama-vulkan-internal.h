@@ -59,7 +59,11 @@ struct LlamaVk {
         uint64_t generation;
         uint64_t next_seq_id;
         Batch batch;
-        QvkPipeline *p_get_rows, *p_norm, *p_add_norm, *p_silu, *p_rope, *p_attn, *p_attn_reduce, *p_argmax;
+        QvkPipeline *p_get_rows, *p_norm, *p_add_norm, *p_silu, *p_rope, *p_argmax;
+        /* the same ops writing int8 blocks for the int-dot decode (NULL where not used) */
+        QvkPipeline *p_norm_q8, *p_add_norm_q8, *p_silu_q8;
+        QvkPipeline *p_norm_wide, *p_add_norm_wide; /* one row over many workgroups (decode) */
+        QvkPipeline *p_attn_dec, *p_attn_dec_rope, *p_attn_dec_rope_q8; /* decode attention, one dispatch */
 };
 
 struct LlamaVkSeq {
@@ -67,8 +71,9 @@ struct LlamaVkSeq {
         uint64_t id; /* unique in v: names the sequence in the batch recording */
         uint32_t n_ctx, len, ubatch;
         uint64_t kv_stride; /* bytes of one layer's K (or V) cache */
-        QvkBuffer *kc, *vc, *x, *xb, *qkv, *q, *att, *o, *gu, *g, *xlast, *logits, *scratch;
+        QvkBuffer *kc, *vc, *x, *x2, *xb, *qkv, *q, *att, *o, *gu, *g, *xlast, *logits, *scratch;
         QvkBuffer *tokens, *params, *result, *part;
+        QvkBuffer *cnt; /* per query head: finished splits of the decode attention */
         uint32_t kps, n_split; /* decode attention: keys per split, splits */
         QvkCmd *cmd_decode, *cmd_prefill;
         uint64_t gen_decode, gen_prefill;
@@ -78,6 +83,13 @@ struct LlamaVkSeq {
 };
 
 #define B(b_, o_, s_) ((QvkBinding) { .buf = (b_), .offset = (o_), .size = (s_) })
+
+/* The attention of sequence s's newest token at layer l (attention-decode.comp, one dispatch):
+ * query q (n_head * head_dim f32, rotated) to att. rope: q is the token's Q/K/V projection
+ * instead, rotated (and K, V stored into the cache) in the same dispatch, rope.comp not run;
+ * q8 (with rope only): also att's int8 blocks into s->scratch. */
+int llama_vk_attn_decode(QvkCmd *c, LlamaVkSeq *s, uint32_t l, QvkBinding q, QvkBinding att, bool rope,
+                         bool q8);
 
 /* Y = W·X over n columns of the activations x (see qvk_matmul), W the device matrix t in wbuf. */
 int llama_vk_mm(QvkCmd *c, QvkBuffer *scratch, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *x,

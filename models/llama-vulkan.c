@@ -1,6 +1,7 @@
 /* The Vulkan forward pass of llama/qwen2: weights of each precision variant in device-local
  * buffers, a KV cache per sequence, and one recording per step shape that is re-submitted with
  * the position in a host-visible parameter buffer. */
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -517,19 +518,48 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
 
         const uint32_t wg64[] = { 64 }, wg256[] = { 256 };
         const char *kv = v->kv_f16 ? "f16" : "f32";
-        char rope[32], attn[32], rows[32];
+        char rope[32], rows[32];
         snprintf(rope, sizeof(rope), "rope_%s_kv%s", hp->neox ? "neox" : "norm", kv);
-        snprintf(attn, sizeof(attn), "attention_kv%s", kv);
         snprintf(rows, sizeof(rows), "get_rows_%s", kv);
         if ((r = qvk_pipeline_get(d, rows, wg64, 1, 3, 12, &v->p_get_rows)) < 0 ||
             (r = qvk_pipeline_get(d, "rmsnorm_f32", NULL, 0, 3, 8, &v->p_norm)) < 0 ||
             (r = qvk_pipeline_get(d, "add_rmsnorm_f32", NULL, 0, 4, 8, &v->p_add_norm)) < 0 ||
             (r = qvk_pipeline_get(d, "silu_mul_f32", wg256, 1, 2, 8, &v->p_silu)) < 0 ||
             (r = qvk_pipeline_get(d, rope, wg64, 1, 7, 20, &v->p_rope)) < 0 ||
-            (r = qvk_pipeline_get(d, attn, &hp->head_dim, 1, 6, 24, &v->p_attn)) < 0 ||
-            (r = qvk_pipeline_get(d, "attention_reduce_f32", NULL, 0, 2, 12, &v->p_attn_reduce)) < 0 ||
             (r = qvk_pipeline_get(d, "argmax_f32", NULL, 0, 3, 16, &v->p_argmax)) < 0)
                 return r;
+        /* Decode: the norms spread over n_embd / 512 workgroups (rmsnorm-wide.comp), and on the
+         * int-dot path the ops before the matrix products write int8 blocks themselves (whole
+         * blocks per head for the attention). $QUANTD_VK_NO_FUSE_Q8=1 turns the latter off (for
+         * comparisons). */
+        if (E % 32 == 0 && E <= 8192 &&
+            ((r = qvk_pipeline_get(d, "rmsnorm_wide_f32", NULL, 0, 3, 8, &v->p_norm_wide)) < 0 ||
+             (r = qvk_pipeline_get(d, "add_rmsnorm_wide_f32", NULL, 0, 5, 8, &v->p_add_norm_wide)) < 0))
+                return r;
+        {
+                /* decode attention; _rope: with the rotation folded in (no rope dispatch) */
+                char dec[64], decr[64];
+                snprintf(dec, sizeof(dec), "attention_decode_kv%s", kv);
+                snprintf(decr, sizeof(decr), "attention_decode_rope_%s_kv%s", hp->neox ? "neox" : "norm", kv);
+                if ((r = qvk_pipeline_get(d, dec, &hp->head_dim, 1, 7, 32, &v->p_attn_dec)) < 0 ||
+                    (r = qvk_pipeline_get(d, decr, &hp->head_dim, 1, 9, 32, &v->p_attn_dec_rope)) < 0)
+                        return r;
+        }
+        if (v->p_norm_wide && qvk_device_features(d)->int_dot && hp->n_ff % 32 == 0 &&
+            !streq_ptr(getenv("QUANTD_VK_NO_FUSE_Q8"), "1")) {
+                const uint32_t wg32[] = { 32 };
+                if ((r = qvk_pipeline_get(d, "rmsnorm_wide_q8_f32", NULL, 0, 4, 8, &v->p_norm_q8)) < 0 ||
+                    (r = qvk_pipeline_get(d, "add_rmsnorm_wide_q8_f32", NULL, 0, 6, 8, &v->p_add_norm_q8)) < 0 ||
+                    (r = qvk_pipeline_get(d, "silu_mul_q8_f32", wg32, 1, 2, 8, &v->p_silu_q8)) < 0)
+                        return r;
+                if (hp->head_dim % 32 == 0) {
+                        char decr[64];
+                        snprintf(decr, sizeof(decr), "attention_decode_rope_%s_q8_kv%s", hp->neox ? "neox" : "norm", kv);
+                        r = qvk_pipeline_get(d, decr, &hp->head_dim, 1, 10, 32, &v->p_attn_dec_rope_q8);
+                        if (r < 0)
+                                return r;
+                }
+        }
 
         *ret = TAKE_PTR(v);
         return 0;
@@ -540,9 +570,9 @@ LlamaVkSeq *llama_vk_seq_free(LlamaVkSeq *s) {
                 return NULL;
         qvk_cmd_free(s->cmd_decode);
         qvk_cmd_free(s->cmd_prefill);
-        QvkBuffer **bufs[] = { &s->kc, &s->vc, &s->x, &s->xb, &s->qkv, &s->q, &s->att, &s->o,
+        QvkBuffer **bufs[] = { &s->kc, &s->vc, &s->x, &s->x2, &s->xb, &s->qkv, &s->q, &s->att, &s->o,
                                &s->gu, &s->g, &s->xlast, &s->logits, &s->scratch, &s->tokens,
-                               &s->params, &s->result, &s->part };
+                               &s->params, &s->result, &s->part, &s->cnt };
         for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
                 qvk_buffer_free(*bufs[i]);
         return mfree(s);
@@ -578,6 +608,7 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
                 { &s->kc, s->kv_stride * hp->n_layer, QVK_MEM_DEVICE },
                 { &s->vc, s->kv_stride * hp->n_layer, QVK_MEM_DEVICE },
                 { &s->x, ub * E * 4, QVK_MEM_DEVICE },
+                { &s->x2, E * 4, QVK_MEM_DEVICE },
                 { &s->xb, ub * E * 4, QVK_MEM_DEVICE },
                 { &s->qkv, ub * (nq + 2 * nkv) * 4, QVK_MEM_DEVICE },
                 { &s->q, ub * nq * 4, QVK_MEM_DEVICE },
@@ -591,11 +622,21 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
                 { &s->tokens, ub * 4, QVK_MEM_HOST },
                 { &s->params, 256, QVK_MEM_HOST },
                 { &s->result, 256, QVK_MEM_HOST },
+                { &s->cnt, (uint64_t) hp->n_head * 4, QVK_MEM_DEVICE },
                 /* split-K attention partials, also the argmax slices (256 x 3 floats) */
                 { &s->part, MAX(3072u, (uint64_t) hp->n_head * s->n_split * (hp->head_dim + 2) * 4), QVK_MEM_DEVICE },
         };
         for (size_t i = 0; i < ELEMENTSOF(list); i++) {
                 r = qvk_buffer_new(v->d, list[i].size, list[i].kind, list[i].b);
+                if (r < 0)
+                        return r;
+        }
+        {
+                /* the decode attention's counters start at 0; its last workgroups reset them */
+                _cleanup_free_ uint32_t *zero = calloc(hp->n_head, 4);
+                if (!zero)
+                        return -ENOMEM;
+                r = qvk_buffer_upload(s->cnt, 0, zero, (uint64_t) hp->n_head * 4);
                 if (r < 0)
                         return r;
         }
@@ -657,16 +698,107 @@ static int mm(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkB
         return llama_vk_mm(c, s->scratch, wbuf, t, x, y, n);
 }
 
+/* Whether the op before the product with t writes its input as int8 blocks into s->scratch
+ * (decode on the int-dot path) for mm_q8() instead of the f32 activations for mm(). */
+/* Whether the op before t writes its int8 blocks itself: one token, the int-dot path, and t
+ * bound whole (a tensor split over allocations or beyond maxStorageBufferRange goes through
+ * llama_vk_mm(), which quantizes the activations in its own dispatch). */
+static bool fuse_q8(LlamaVkSeq *s, const VkTensor *t, uint32_t n) {
+        return n == 1 && s->v->p_norm_q8 && t->own.n_parts == 0 &&
+               t->bytes <= qvk_device_features(s->v->d)->max_storage_buffer_range &&
+               qvk_matmul_wants_q8(s->v->d, t->wt, t->k, 1);
+}
+
+static int mm_q8(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *y) {
+        return qvk_matmul_q8(c, t->wt, B(wbuf, t->off, t->bytes), t->m, t->k,
+                             B(s->scratch, 0, qvk_q8_bytes(t->k, 1)), 1, B(y, 0, (uint64_t) t->m * 4));
+}
+
+/* Norm of the residual into xb (after adding o to it when add), and into int8 blocks for the
+ * product with next where fuse_q8(). One token: over many workgroups (rmsnorm-wide.comp), the
+ * sum x + o going from xin to xout (the other workgroups still read xin); else in place in x
+ * (xin == xout), one workgroup per row. */
+static int norm(QvkCmd *c, LlamaVkSeq *s, bool add, QvkBuffer *xin, QvkBuffer *xout, uint64_t w_off,
+                const VkTensor *next, uint32_t n) {
+        LlamaVk *v = s->v;
+        const LlamaHParams *hp = &v->w->hp;
+        uint32_t E = hp->n_embd;
+        struct {
+                uint32_t n;
+                float eps;
+        } pn = { E, hp->eps };
+        QvkBinding b[6] = { B(xin, 0, (uint64_t) n * E * 4), B(v->common, w_off, E * 4),
+                            B(s->xb, 0, (uint64_t) n * E * 4) };
+        uint32_t nb = 3, writes = 1u << 2;
+
+        if (n > 1 || !v->p_norm_wide) {
+                assert(xin == xout);
+                if (add) {
+                        b[nb++] = B(s->o, 0, (uint64_t) n * E * 4);
+                        writes |= 1u << 0;
+                }
+                return qvk_cmd_dispatch(c, add ? v->p_add_norm : v->p_norm, b, nb, writes, &pn, sizeof(pn), n, 1, 1);
+        }
+        bool q8 = fuse_q8(s, next, n);
+        QvkPipeline *p = add ? (q8 ? v->p_add_norm_q8 : v->p_add_norm_wide) : (q8 ? v->p_norm_q8 : v->p_norm_wide);
+        if (add) {
+                b[nb++] = B(s->o, 0, (uint64_t) E * 4);
+                writes |= 1u << nb;
+                b[nb++] = B(xout, 0, (uint64_t) E * 4);
+        }
+        if (q8) {
+                writes |= 1u << nb;
+                b[nb++] = B(s->scratch, 0, qvk_q8_bytes(E, 1));
+        }
+        return qvk_cmd_dispatch(c, p, b, nb, writes, &pn, sizeof(pn), DIV_ROUND_UP(E, 512), 1, 1);
+}
+
+int llama_vk_attn_decode(QvkCmd *c, LlamaVkSeq *s, uint32_t l, QvkBinding q, QvkBinding att, bool rope,
+                         bool q8) {
+        LlamaVk *v = s->v;
+        const LlamaHParams *hp = &v->w->hp;
+        uint32_t nq = hp->n_head * hp->head_dim, nkv = hp->n_head_kv * hp->head_dim;
+        QvkBinding b[10] = {
+                q,
+                B(s->kc, l * s->kv_stride, s->kv_stride),
+                B(s->vc, l * s->kv_stride, s->kv_stride),
+                att,
+                B(s->params, 0, 16),
+                B(s->part, 0, 0),
+                B(s->cnt, 0, 0),
+        };
+        uint32_t nb = 7, writes = (1u << 3) | (1u << 5) | (1u << 6);
+        struct {
+                uint32_t n_head, n_head_kv;
+                float scale;
+                uint32_t kps, n_split, n_rot, has_bias, n_ctx;
+        } push = { hp->n_head, hp->n_head_kv, 1.0f / sqrtf((float) hp->head_dim), s->kps, s->n_split, hp->n_rot,
+                   hp->qkv_bias, s->n_ctx };
+        QvkPipeline *p = v->p_attn_dec;
+
+        if (q8 && (!rope || !v->p_attn_dec_rope_q8))
+                return -EINVAL;
+        if (rope) {
+                /* q is the Q/K/V projection; K and V of the new position go into the cache */
+                b[nb++] = hp->qkv_bias ? B(v->common, v->off_bias[l], (nq + 2 * nkv) * 4)
+                                       : B(v->common, v->off_freq, hp->n_rot / 2 * 4);
+                b[nb++] = B(v->common, v->off_freq, hp->n_rot / 2 * 4);
+                writes |= (1u << 1) | (1u << 2);
+                p = q8 ? v->p_attn_dec_rope_q8 : v->p_attn_dec_rope;
+        }
+        if (q8) {
+                writes |= 1u << nb;
+                b[nb++] = B(s->scratch, 0, qvk_q8_bytes(nq, 1));
+        }
+        return qvk_cmd_dispatch(c, p, b, nb, writes, &push, sizeof(push), hp->n_head, 1, s->n_split);
+}
+
 static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
         LlamaVk *v = s->v;
         const LlamaHParams *hp = &v->w->hp;
         const Variant *var = &v->var[v->cur];
         uint32_t E = hp->n_embd, nq = hp->n_head * hp->head_dim, nkv = hp->n_head_kv * hp->head_dim;
         uint32_t F = hp->n_ff, nl = hp->n_layer;
-        struct {
-                uint32_t n;
-                float eps;
-        } pn = { E, hp->eps };
         int r;
 
         r = qvk_cmd_reset(c);
@@ -680,20 +812,28 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 if (r < 0 || (r = stamp(c, s, 0)) < 0)
                         return r;
         }
-        {
-                QvkBinding b[] = { B(s->x, 0, (uint64_t) n * E * 4), B(v->common, v->off_attn_norm[0], E * 4),
-                                   B(s->xb, 0, (uint64_t) n * E * 4) };
-                r = qvk_cmd_dispatch(c, v->p_norm, b, 3, 1u << 2, &pn, sizeof(pn), n, 1, 1);
-                if (r < 0 || (r = stamp(c, s, 0)) < 0)
-                        return r;
-        }
+        r = norm(c, s, false, s->x, s->x, v->off_attn_norm[0], nl > 0 ? &var->layers[0].qkv : &var->output, n);
+        if (r < 0 || (r = stamp(c, s, 0)) < 0)
+                return r;
         for (uint32_t l = 0; l < nl; l++) {
                 const VkLayerW *L = &var->layers[l];
                 QvkBuffer *wb = var->bufs[l];
+                bool wo_q8 = false;
 
-                if ((r = mm(c, s, wb, &L->qkv, s->xb, s->qkv, n)) < 0 || (r = stamp(c, s, l)) < 0)
+                r = fuse_q8(s, &L->qkv, n) ? mm_q8(c, s, wb, &L->qkv, s->qkv) : mm(c, s, wb, &L->qkv, s->xb, s->qkv, n);
+                if (r < 0 || (r = stamp(c, s, l)) < 0)
                         return r;
-                {
+                if (n == 1) {
+                        /* one dispatch: the rotation, the KV store and the attention; the last
+                         * workgroup of each head combines the splits */
+                        wo_q8 = v->p_attn_dec_rope_q8 && fuse_q8(s, &L->wo, n);
+                        r = llama_vk_attn_decode(c, s, l, B(s->qkv, 0, (uint64_t) (nq + 2 * nkv) * 4),
+                                                 B(s->att, 0, (uint64_t) nq * 4), true, wo_q8);
+                        /* the profile's rope and attention stamps, together */
+                        if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                }
+                if (n > 1) {
                         QvkBinding b[] = {
                                 B(s->qkv, 0, (uint64_t) n * (nq + 2 * nkv) * 4),
                                 B(s->q, 0, (uint64_t) n * nq * 4),
@@ -714,68 +854,46 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 if (n > 1) {
                         if ((r = llama_vk_attn_prompt(c, s, l, n)) < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
+                }
+                r = wo_q8 ? mm_q8(c, s, wb, &L->wo, s->o) : mm(c, s, wb, &L->wo, s->att, s->o, n);
+                if (r < 0 || (r = stamp(c, s, l)) < 0)
+                        return r;
+                /* one token: the residual goes to x2 and back (rmsnorm-wide.comp) */
+                QvkBuffer *xmid = n == 1 && v->p_norm_wide ? s->x2 : s->x;
+                if ((r = norm(c, s, true, s->x, xmid, v->off_ffn_norm[l], &L->gu, n)) < 0 || (r = stamp(c, s, l)) < 0)
+                        return r;
+                r = fuse_q8(s, &L->gu, n) ? mm_q8(c, s, wb, &L->gu, s->gu) : mm(c, s, wb, &L->gu, s->xb, s->gu, n);
+                if (r < 0 || (r = stamp(c, s, l)) < 0)
+                        return r;
+                bool down_q8 = fuse_q8(s, &L->down, n);
+                if (down_q8) {
+                        QvkBinding b[] = { B(s->gu, 0, (uint64_t) n * 2 * F * 4), B(s->scratch, 0, qvk_q8_bytes(F, n)) };
+                        uint32_t push[2] = { F, n * F / 32 };
+                        r = qvk_cmd_dispatch(c, v->p_silu_q8, b, 2, 1u << 1, push, 8, DIV_ROUND_UP(push[1], 32), 1, 1);
                 } else {
-                        QvkBinding b[] = {
-                                B(s->q, 0, (uint64_t) n * nq * 4),
-                                B(s->kc, l * s->kv_stride, s->kv_stride),
-                                B(s->vc, l * s->kv_stride, s->kv_stride),
-                                B(s->att, 0, (uint64_t) n * nq * 4),
-                                B(s->params, 0, 16),
-                                B(s->part, 0, 0),
-                        };
-                        /* one token: split the keys over workgroups; a prompt has enough rows */
-                        uint32_t n_split = n == 1 ? s->n_split : 1;
-                        struct {
-                                uint32_t n_head, n_head_kv, head_dim;
-                                float scale;
-                                uint32_t kps, n_split;
-                        } push = { hp->n_head, hp->n_head_kv, hp->head_dim, 1.0f / sqrtf((float) hp->head_dim),
-                                   n == 1 ? s->kps : ALIGN_TO(s->n_ctx, 32u), n_split };
-                        r = qvk_cmd_dispatch(c, v->p_attn, b, 6, (1u << 3) | (1u << 5), &push, sizeof(push),
-                                             hp->n_head, n, n_split);
-                        if (r >= 0 && n_split > 1) {
-                                QvkBinding rb[] = { B(s->part, 0, 0), B(s->att, 0, (uint64_t) n * nq * 4) };
-                                uint32_t rp[3] = { hp->n_head, hp->head_dim, n_split };
-                                r = qvk_cmd_dispatch(c, v->p_attn_reduce, rb, 2, 1u << 1, rp, sizeof(rp), hp->n_head, n, 1);
-                        }
-                        if (r < 0 || (r = stamp(c, s, l)) < 0)
-                                return r;
-                }
-                if ((r = mm(c, s, wb, &L->wo, s->att, s->o, n)) < 0 || (r = stamp(c, s, l)) < 0)
-                        return r;
-                {
-                        QvkBinding b[] = { B(s->x, 0, (uint64_t) n * E * 4), B(v->common, v->off_ffn_norm[l], E * 4),
-                                           B(s->xb, 0, (uint64_t) n * E * 4), B(s->o, 0, (uint64_t) n * E * 4) };
-                        r = qvk_cmd_dispatch(c, v->p_add_norm, b, 4, (1u << 0) | (1u << 2), &pn, sizeof(pn), n, 1, 1);
-                        if (r < 0 || (r = stamp(c, s, l)) < 0)
-                                return r;
-                }
-                if ((r = mm(c, s, wb, &L->gu, s->xb, s->gu, n)) < 0 || (r = stamp(c, s, l)) < 0)
-                        return r;
-                {
                         QvkBinding b[] = { B(s->gu, 0, (uint64_t) n * 2 * F * 4), B(s->g, 0, (uint64_t) n * F * 4) };
                         uint32_t push[2] = { F, n * F }, groups = DIV_ROUND_UP(n * F, 256), gx = MIN(groups, 65535u);
                         r = qvk_cmd_dispatch(c, v->p_silu, b, 2, 1u << 1, push, 8, gx, DIV_ROUND_UP(groups, gx), 1);
-                        if (r < 0 || (r = stamp(c, s, l)) < 0)
-                                return r;
                 }
-                if ((r = mm(c, s, wb, &L->down, s->g, s->o, n)) < 0 || (r = stamp(c, s, l)) < 0)
+                if (r < 0 || (r = stamp(c, s, l)) < 0)
                         return r;
-                {
-                        uint64_t off = l + 1 < nl ? v->off_attn_norm[l + 1] : v->off_out_norm;
-                        QvkBinding b[] = { B(s->x, 0, (uint64_t) n * E * 4), B(v->common, off, E * 4),
-                                           B(s->xb, 0, (uint64_t) n * E * 4), B(s->o, 0, (uint64_t) n * E * 4) };
-                        r = qvk_cmd_dispatch(c, v->p_add_norm, b, 4, (1u << 0) | (1u << 2), &pn, sizeof(pn), n, 1, 1);
-                        if (r < 0 || (r = stamp(c, s, l)) < 0)
-                                return r;
-                }
+                r = down_q8 ? mm_q8(c, s, wb, &L->down, s->o) : mm(c, s, wb, &L->down, s->g, s->o, n);
+                if (r < 0 || (r = stamp(c, s, l)) < 0)
+                        return r;
+                const VkTensor *next = l + 1 < nl ? &var->layers[l + 1].qkv : &var->output;
+                r = norm(c, s, true, xmid, s->x, l + 1 < nl ? v->off_attn_norm[l + 1] : v->off_out_norm, next, n);
+                if (r < 0 || (r = stamp(c, s, l)) < 0)
+                        return r;
         }
         if ((r = stamp(c, s, 0)) < 0)
                 return r;
-        r = qvk_cmd_copy(c, s->xb, (uint64_t) (n - 1) * E * 4, s->xlast, 0, E * 4);
-        if (r < 0)
-                return r;
-        r = mm(c, s, var->bufs[nl], &var->output, s->xlast, s->logits, 1);
+        if (fuse_q8(s, &var->output, n))
+                r = mm_q8(c, s, var->bufs[nl], &var->output, s->logits);
+        else {
+                r = qvk_cmd_copy(c, s->xb, (uint64_t) (n - 1) * E * 4, s->xlast, 0, E * 4);
+                if (r >= 0)
+                        r = mm(c, s, var->bufs[nl], &var->output, s->xlast, s->logits, 1);
+        }
         if (r < 0 || (r = stamp(c, s, 0)) < 0)
                 return r;
         {

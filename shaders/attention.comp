@@ -1,8 +1,9 @@
 #version 450
 // Causal attention over the KV cache with an online softmax, in blocks of 32 keys.
 // Workgroup (h, t, split): query head h of token t over keys [split*kps, (split+1)*kps) ∩ [0, n_kv).
-// n_split == 1: writes the normalised output; else writes (acc[hd], m, l) partials that
-// attention_reduce combines (split-K for decode, where heads alone give too few workgroups).
+// n_split == 1: writes the normalised output; else writes (acc[hd], m, l) partials for a
+// caller to combine. The prompt path (models/llama-vulkan-attn.c) runs it with n_split == 1 where
+// the flash kernel does not apply; the decode step has attention-decode.comp.
 // head_dim <= 256. GQA: query head h reads KV head h / (n_head / n_head_kv).
 #ifdef KV_F16
 #extension GL_EXT_shader_16bit_storage : require

@@ -1,12 +1,13 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// Int-dot matrix-vector for Q8_0/Q4_0/Q4_1 weights with int8-quantized activations (scratch
-// from quantize_act.comp): each invocation takes whole blocks of 32, eight packed 4 x int8 dot
-// products per block, scaled by the weight and activation block scales. NR rows and NC
-// columns per workgroup; reduction as in matvec.comp.
-#ifndef U32
-#define PACKED16
-#endif
+// Int-dot matrix-vector for Q8_0/Q4_0/Q4_1 weights with int8-quantized activations (from
+// quantize_act.comp or an op that writes them itself): each invocation takes whole blocks of
+// 32, eight packed 4 x int8 dot products per block, scaled by the weight and activation block
+// scales. NR rows and NC columns per workgroup; reduction as in matvec.comp.
+// Weight loads: a block starts at a byte offset that is 4-aligned or 2 past, so it is read as
+// aligned 32-bit words plus two 16-bit halves at its end (Q4_0 6 loads, Q8_0 10, Q4_1 5)
+// instead of one 16-bit load per pair of bytes (9 / 17 / 10); the _u32 variant (no 16-bit
+// storage) keeps the word reads of types.glsl.
 #include "types.glsl"
 #include "dot.glsl"
 
@@ -21,6 +22,52 @@ layout(std430, binding = 2) writeonly buffer Y { float y[]; };
 
 #include "reduce.glsl"
 
+#if !defined(U32)
+layout(std430, binding = 0) readonly buffer WW { uint ww[]; };       // the weights as words
+layout(std430, binding = 0) readonly buffer WH { uint16_t wh[]; };   // and as halves
+
+// Block gb: its bytes as eight words as load_block() (types.glsl) gives them, d and mn.
+void load_block_w(uint gb, out uint q[8], out float d, out float mn) {
+    uint off = gb * BLOCK_BYTES, wi = off >> 2;
+#if defined(W_Q4_1)
+    // 20 bytes: always 4-aligned
+    vec2 dm = unpackHalf2x16(ww[wi]);
+    d = dm.x;
+    mn = dm.y;
+    for (uint i = 0u; i < 4u; i++)
+        q[i] = ww[wi + 1u + i];
+#else
+#if defined(W_Q8_0)
+    const uint NQ = 8u;   // words of values
+#else
+    const uint NQ = 4u;
+#endif
+    // t[0 .. NQ-1]: the words from wi; t[NQ]: the word after them, assembled from the block's
+    // last two halves so that nothing past the block is read (the even case needs only its
+    // low half, which is the block's last half).
+    uint t[NQ + 1u];
+    for (uint i = 0u; i < NQ; i++)
+        t[i] = ww[wi + i];
+    uint hb = (off + BLOCK_BYTES) >> 1;
+    uint h1 = uint(wh[hb - 2u]), h2 = uint(wh[hb - 1u]);
+    bool odd = (off & 2u) != 0u;
+    t[NQ] = odd ? (h1 | (h2 << 16)) : h2;
+    d = unpackHalf2x16(odd ? t[0] >> 16 : t[0]).x;
+    mn = 0.0;
+    for (uint i = 0u; i < NQ; i++)
+        q[i] = odd ? t[i + 1u] : ((t[i] >> 16) | (t[i + 1u] << 16));
+#endif
+#if !defined(W_Q8_0)
+    for (uint i = 0u; i < 4u; i++) {
+        q[i + 4u] = (q[i] >> 4) & 0x0f0f0f0fu;
+        q[i] &= 0x0f0f0f0fu;
+    }
+#endif
+}
+#define LOAD_BLOCK load_block_w
+#else
+#define LOAD_BLOCK load_block
+#endif
 
 // Adds block b of one row (r) times block b of every activation column to acc.
 void dot_block(uint r, uint b, uint nb, uint q[8], float d, float mn) {
@@ -56,7 +103,7 @@ void main() {
         float d[NR], mn[NR];
         for (uint r = 0u; r < NR; r++) {
             uint row = min(row0 + r, pc.m - 1u);
-            load_block(row * nb + b, q[r], d[r], mn[r]);  // all rows' loads in flight
+            LOAD_BLOCK(row * nb + b, q[r], d[r], mn[r]);  // all rows' loads in flight
         }
         for (uint r = 0u; r < NR; r++)
             dot_block(r, b, nb, q[r], d[r], mn[r]);

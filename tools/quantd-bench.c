@@ -285,6 +285,15 @@ static double now_s(void) {
         return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
 }
 
+/* --q8: time the int-dot kernel alone, on activations quantized before the timed dispatches
+ * (what the decode step runs where the op before a product writes the int8 blocks). */
+static bool bench_q8;
+static int act_only = -1;  /* --act: 0 f32, 1 f16 */
+
+static bool q8_only(QvkDevice *d, QvkWeightType wt, Shape s) {
+        return bench_q8 && qvk_matmul_wants_q8(d, wt, s.k, s.n);
+}
+
 static int bench_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, BenchResult *ret) {
         _cleanup_(qvk_buffer_freep) QvkBuffer *xb = NULL, *yb = NULL, *sb = NULL;
         QvkBuffer *wb[BENCH_SETS_MAX] = {};
@@ -326,9 +335,14 @@ static int bench_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, BenchR
                 r = qvk_buffer_new(d, scratch, QVK_MEM_DEVICE, &sb);
         if (r >= 0)
                 r = qvk_cmd_new(d, &cmd);
+        if (r >= 0 && q8_only(d, wt, s))
+                r = qvk_quantize_act(cmd, (QvkBinding) { xb, 0, 0 }, x_f16, s.k, s.n, (QvkBinding) { sb, 0, 0 });
         for (uint32_t i = 0; i < BENCH_RUNS && r >= 0; i++) {
                 r = qvk_cmd_timestamp(cmd, 2 * i);
-                if (r >= 0)
+                if (r >= 0 && q8_only(d, wt, s))
+                        r = qvk_matmul_q8(cmd, wt, (QvkBinding) { wb[i % sets], 0, 0 }, s.m, s.k,
+                                          (QvkBinding) { sb, 0, 0 }, s.n, (QvkBinding) { yb, 0, 0 });
+                else if (r >= 0)
                         r = qvk_matmul(cmd, wt, (QvkBinding) { wb[i % sets], 0, 0 }, s.m, s.k,
                                        (QvkBinding) { xb, 0, 0 }, x_f16, s.n, (QvkBinding) { yb, 0, 0 },
                                        (QvkBinding) { sb, 0, 0 });
@@ -370,7 +384,10 @@ static int bench_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, BenchR
 
 static void print_result(QvkDevice *d, QvkWeightType wt, bool f16, Shape s, const BenchResult *res,
                          bool json, bool first) {
-        const char *kernel = qvk_matmul_kernel(d, wt, f16, s.k, s.n);
+        char kernel[128];
+
+        snprintf(kernel, sizeof(kernel), "%s%s", qvk_matmul_kernel(d, wt, f16, s.k, s.n),
+                 q8_only(d, wt, s) ? " q8" : "");
 
         if (json)
                 printf("%s  {\"kernel\": \"%s\", \"wtype\": \"%s\", \"act\": \"%s\", "
@@ -406,7 +423,8 @@ static int run_bench(QvkDevice *d, bool json, bool small, const Shape *only, siz
                                 int r;
 
                                 if ((wt_only >= 0 && (int) wt != wt_only) || (is_block(wt) && s.k % 32) ||
-                                    (bench_ext_type(wt) && s.k % bench_ext_group(wt)))
+                                    (bench_ext_type(wt) && s.k % bench_ext_group(wt)) ||
+                                    (act_only >= 0 && f16 != act_only))
                                         continue;
 
                                 r = bench_one(d, wt, f16, s, &res);
@@ -437,7 +455,9 @@ static void help(void) {
                "  --wtype T          benchmark weight type T only (f32 f16 q8_0 q4_0 q4_1, and the\n"
                "                     extended q8_0_g64 q8_0_g128 q4_0_g64 q4_0_g128 q4_1_g64\n"
                "                     q4_1_g128 nf4_g32 nf4_g64 nf4_g128 fp8_row i8_row)\n"
-               "  --json             benchmark results as JSON\n");
+               "  --json             benchmark results as JSON\n"
+               "  --q8               int-dot kernels alone, activations quantized beforehand\n"
+               "  --act A            benchmark activation type A only (f32 f16)\n");
 }
 
 int main(int argc, char *argv[]) {
@@ -448,6 +468,8 @@ int main(int argc, char *argv[]) {
                 { "device", required_argument, NULL, 'd' },
                 { "disable", required_argument, NULL, 'D' },
                 { "small", no_argument, NULL, 'S' },
+                { "q8", no_argument, NULL, 'Q' },
+                { "act", required_argument, NULL, 'A' },
                 { "json", no_argument, NULL, 'j' },
                 { "shape", required_argument, NULL, 'x' },
                 { "wtype", required_argument, NULL, 'w' },
@@ -490,6 +512,16 @@ int main(int argc, char *argv[]) {
                         setenv(var, "1", 1);
                         break;
                 }
+                case 'Q':
+                        bench_q8 = true;
+                        break;
+                case 'A':
+                        if (!streq(optarg, "f32") && !streq(optarg, "f16")) {
+                                fprintf(stderr, "Unknown --act %s\n", optarg);
+                                return EXIT_FAILURE;
+                        }
+                        act_only = streq(optarg, "f16");
+                        break;
                 case 'S':
                         small = true;
                         break;

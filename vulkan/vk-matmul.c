@@ -80,6 +80,16 @@ static void matvec_shape(uint32_t *ret_wg, uint32_t *ret_rows) {
         *ret_rows = MIN(rows, 8u);
 }
 
+/* The same for the int-dot kernel: $QUANTD_VK_MATVEC_DOT_WG / _ROWS. */
+static void matvec_dot_shape(uint32_t *ret_wg, uint32_t *ret_rows) {
+        uint32_t wg = env_u32("QUANTD_VK_MATVEC_DOT_WG", 128), rows = env_u32("QUANTD_VK_MATVEC_DOT_ROWS", 2);
+
+        if (wg & (wg - 1))
+                wg = 128;
+        *ret_wg = wg;
+        *ret_rows = MIN(rows, 8u);
+}
+
 static void variant_name(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t k, uint32_t n, char *buf,
                          size_t len, const char **ret_kind) {
         const char *st = fast_storage(d) ? "" : "_u32";
@@ -142,11 +152,30 @@ static void grid(uint32_t groups, uint32_t *ret_x, uint32_t *ret_y) {
         *ret_y = DIV_ROUND_UP(groups, gx);
 }
 
+/* The int-dot matrix-vector kernel over activations already quantized into xq. */
+static int matvec_dot(QvkCmd *c, const char *name, QvkBinding w, uint32_t m, uint32_t k, QvkBinding xq,
+                      uint32_t n, QvkBinding y) {
+        QvkDevice *d = qvk_cmd_device(c);
+        uint32_t wg, rows, gx, gy;
+        QvkPipeline *p;
+        int r;
+
+        matvec_dot_shape(&wg, &rows);
+        uint32_t spec[] = { wg, rows, n };
+        MatPush push = { m, k, n, 0 };
+        QvkBinding b[3] = { w, xq, y };
+        r = qvk_pipeline_get(d, name, spec, ELEMENTSOF(spec), 3, sizeof(push), &p);
+        if (r < 0)
+                return r;
+        grid(DIV_ROUND_UP(m, rows), &gx, &gy);
+        push.gx = gx;
+        return qvk_cmd_dispatch(c, p, b, 3, 1u << 2, &push, sizeof(push), gx, gy, 1);
+}
+
 /* One product whose bindings each fit in maxStorageBufferRange. */
 static int matmul_one(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k,
                       QvkBinding x, bool x_f16, uint32_t n, QvkBinding y, QvkBinding scratch) {
         QvkDevice *d = qvk_cmd_device(c);
-        const char *st = fast_storage(d) ? "" : "_u32";
         QvkBinding b[3];
         QvkPipeline *p;
         MatPush push = { m, k, n, 0 };
@@ -155,7 +184,8 @@ static int matmul_one(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uin
         uint32_t gx, gy;
         int r;
 
-        if (qvk_ext_type(wt)) return qvk_matmul_ext(c, wt, w, m, k, x, x_f16, n, y);
+        if (qvk_ext_type(wt))
+                return qvk_matmul_ext(c, wt, w, m, k, x, x_f16, n, y);
         if (wt >= _QVK_W_MAX || !w.buf || !x.buf || !y.buf)
                 return -EINVAL;
         if (m == 0 || k == 0 || n == 0)
@@ -182,33 +212,20 @@ static int matmul_one(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uin
                                         DIV_ROUND_UP(n, tile_n), 1);
         }
 
-        uint32_t wg, rows;
-        matvec_shape(&wg, &rows);
-        uint32_t spec[] = { wg, rows, n };
-        b[0] = w, b[2] = y;
-
         if (streq(kind, "matvec_dot")) {
-                char qname[64];
-                uint32_t qspec[] = { 64 };
-                uint32_t blocks = n * (k / 32);
-
                 if (!scratch.buf || qvk_buffer_size(scratch.buf) - scratch.offset <
                                             qvk_matmul_scratch_bytes(d, k, n))
                         return -ENOBUFS;
-                snprintf(qname, sizeof(qname), "quantize_act_%s%s", x_f16 ? "f16" : "f32", st);
-                r = qvk_pipeline_get(d, qname, qspec, ELEMENTSOF(qspec), 2, sizeof(push), &p);
+                r = qvk_quantize_act(c, x, x_f16, k, n, scratch);
                 if (r < 0)
                         return r;
-                grid(DIV_ROUND_UP(blocks, 64u), &gx, &gy);
-                push.gx = gx;
-                QvkBinding qb[2] = { x, scratch };
-                r = qvk_cmd_dispatch(c, p, qb, 2, 1u << 1, &push, sizeof(push), gx, gy, 1);
-                if (r < 0)
-                        return r;
-                b[1] = scratch;
-        } else
-                b[1] = x;
+                return matvec_dot(c, name, w, m, k, scratch, n, y);
+        }
 
+        uint32_t wg, rows;
+        matvec_shape(&wg, &rows);
+        uint32_t spec[] = { wg, rows, n };
+        b[0] = w, b[1] = x, b[2] = y;
         r = qvk_pipeline_get(d, name, spec, ELEMENTSOF(spec), 3, sizeof(push), &p);
         if (r < 0)
                 return r;
@@ -358,4 +375,48 @@ int qvk_matmul_parts(QvkCmd *c, QvkWeightType wt, const QvkBinding *w, const uin
 int qvk_matmul(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding x,
                bool x_f16, uint32_t n, QvkBinding y, QvkBinding scratch) {
         return qvk_matmul_parts(c, wt, &w, &m, 1, m, k, x, x_f16, n, y, scratch);
+}
+
+bool qvk_matmul_wants_q8(QvkDevice *d, QvkWeightType wt, uint32_t k, uint32_t n) {
+        return wt < _QVK_W_MAX && n > 0 && k % 32 == 0 && use_int_dot(d, wt, n);
+}
+
+uint64_t qvk_q8_bytes(uint32_t k, uint32_t n) {
+        return (uint64_t) n * DIV_ROUND_UP(k, 32u) * XQ_BLOCK_BYTES;
+}
+
+int qvk_quantize_act(QvkCmd *c, QvkBinding x, bool x_f16, uint32_t k, uint32_t n, QvkBinding xq) {
+        QvkDevice *d = qvk_cmd_device(c);
+        MatPush push = { 0, k, n, 0 };
+        uint32_t spec[] = { 64 }, blocks = n * (k / 32), gx, gy;
+        char name[64];
+        QvkPipeline *p;
+        int r;
+
+        if (!x.buf || !xq.buf || k % 32 || x.offset % 16 || xq.offset % 16)
+                return -EINVAL;
+        snprintf(name, sizeof(name), "quantize_act_%s%s", x_f16 ? "f16" : "f32", fast_storage(d) ? "" : "_u32");
+        r = qvk_pipeline_get(d, name, spec, ELEMENTSOF(spec), 2, sizeof(push), &p);
+        if (r < 0)
+                return r;
+        grid(DIV_ROUND_UP(blocks, 64u), &gx, &gy);
+        push.gx = gx;
+        QvkBinding b[2] = { x, xq };
+        return qvk_cmd_dispatch(c, p, b, 2, 1u << 1, &push, sizeof(push), gx, gy, 1);
+}
+
+int qvk_matmul_q8(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding xq,
+                  uint32_t n, QvkBinding y) {
+        QvkDevice *d = qvk_cmd_device(c);
+        char name[96];
+        const char *kind;
+
+        if (!w.buf || !xq.buf || !y.buf || !qvk_matmul_wants_q8(d, wt, k, n))
+                return -EINVAL;
+        if (w.offset % 16 || xq.offset % 16)
+                return -EINVAL;
+        if (m == 0)
+                return 0;
+        variant_name(d, wt, false, k, n, name, sizeof(name), &kind);
+        return matvec_dot(c, name, w, m, k, xq, n, y);
 }

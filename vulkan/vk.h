@@ -4,6 +4,7 @@
  * validation layer, required then), QUANTD_VK_DISABLE_{F16,INT8,INTDOT,SUBGROUP,COOPMAT}=1 (turn
  * the feature off so that the fallback kernel variants run), QUANTD_VK_MATVEC_WG / _ROWS
  * (matrix-vector workgroup size, a power of two, and rows per workgroup; for tuning),
+ * QUANTD_VK_MATVEC_DOT_WG / _ROWS the same for the int-dot matrix-vector kernel,
  * QUANTD_VK_MAX_STORAGE_RANGE / QUANTD_VK_MAX_ALLOCATION=bytes (lower the device's
  * maxStorageBufferRange / maxMemoryAllocationSize, never raise them, so that the splitting of
  * large tensors runs on any device, lavapipe in CI included).
@@ -169,6 +170,16 @@ int qvk_matmul(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k
 int qvk_matmul_parts(QvkCmd *c, QvkWeightType wt, const QvkBinding *w, const uint32_t *rows,
                      size_t n_parts, uint32_t m, uint32_t k, QvkBinding x, bool x_f16, uint32_t n,
                      QvkBinding y, QvkBinding scratch);
+/* The int-dot path takes the activations as int8 blocks of 32 (shaders/dot.glsl's layout:
+ * n*k/32 blocks of 32 bytes, then n*k/32 pairs of fp32 scale and sum; qvk_q8_bytes(k, n)
+ * bytes). qvk_matmul() quantizes them into scratch first; a caller whose previous op can
+ * write that form itself calls qvk_matmul_q8() where qvk_matmul_wants_q8() and saves the
+ * quantization dispatch. qvk_quantize_act() is that dispatch on its own. */
+bool qvk_matmul_wants_q8(QvkDevice *d, QvkWeightType wt, uint32_t k, uint32_t n);
+uint64_t qvk_q8_bytes(uint32_t k, uint32_t n);
+int qvk_quantize_act(QvkCmd *c, QvkBinding x, bool x_f16, uint32_t k, uint32_t n, QvkBinding xq);
+int qvk_matmul_q8(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding xq,
+                  uint32_t n, QvkBinding y);
 /* The shader variant qvk_matmul() uses for these shapes, e.g. "matvec_dot_q4_0 n=1" (for
  * benchmarks and logs); the string is thread-local and valid until the next call. */
 const char *qvk_matmul_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t k, uint32_t n);

@@ -99,6 +99,31 @@ static void compare(QdEngine *cpu, QdEngine *gpu, const char *path, uint32_t V, 
         }
 }
 
+/* A context long enough (8448) that the decode attention takes more than one step of 64 keys
+ * per split (96 keys each): prompt and decode against the CPU reference. */
+static void check_long_context(QdEngine *cpu, QdEngine *gpu, const char *path, uint32_t V, double bound,
+                               uint64_t seed) {
+        _cleanup_(qd_model_freep) QdModel *mc = NULL, *mg = NULL;
+        _cleanup_(qd_sequence_freep) QdSequence *sc = NULL, *sg = NULL;
+        int32_t tok[N_PROMPT + N_DECODE];
+        double worst = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(tok); i++)
+                tok[i] = fixture_rand(&seed) % V;
+        assert(qd_model_load(cpu, path, &mc) == 0);
+        assert(qd_model_load(gpu, path, &mg) == 0);
+        assert(qd_sequence_new(mc, 8448, &sc) == 0);
+        assert(qd_sequence_new(mg, 8448, &sg) == 0);
+        assert(qd_sequence_prefill(sc, tok, N_PROMPT) == 0);
+        assert(qd_sequence_prefill(sg, tok, N_PROMPT) == 0);
+        for (size_t i = N_PROMPT; i < ELEMENTSOF(tok); i++) {
+                assert(qd_sequence_prefill(sc, &tok[i], 1) == 0);
+                assert(qd_sequence_prefill(sg, &tok[i], 1) == 0);
+                worst = MAX(worst, fixture_nmse(qd_sequence_logits(sg), qd_sequence_logits(sc), V));
+        }
+        expect(worst < bound, "n_ctx 8448: decode nmse", worst, bound);
+}
+
 static void check_switch(QdEngine *cpu, QdEngine *gpu, const char *path, uint32_t V) {
         _cleanup_(qd_model_freep) QdModel *mc = NULL, *mg = NULL;
         _cleanup_(qd_sequence_freep) QdSequence *sc = NULL, *sg = NULL;
@@ -290,6 +315,9 @@ int main(void) {
                   .n_head_kv = 2, .n_ff = 224, .rope_freqs = true, .rope_base = 500000.0f, .seed = 11 },
                 { .arch = "qwen2", .n_vocab = 151, .n_embd = 96, .n_layer = 3, .n_head = 6,
                   .n_head_kv = 2, .n_ff = 160, .tied = true, .seed = 12 },
+                /* the decode norm over two workgroups, the second partial (544 = 512 + 32) */
+                { .arch = "llama", .n_vocab = 100, .n_embd = 544, .n_layer = 2, .n_head = 17,
+                  .n_head_kv = 1, .n_ff = 320, .seed = 14 },
                 /* odd sizes: head_dim 20, n_ff not a multiple of 32 (F16 rows), MHA */
                 { .arch = "llama", .n_vocab = 67, .n_embd = 80, .n_layer = 1, .n_head = 4,
                   .n_head_kv = 4, .n_ff = 72, .tied = true, .seed = 13 },
@@ -313,6 +341,8 @@ int main(void) {
                                 compare(cpu, gpu, path, specs[s].n_vocab, QD_PRECISION_INT4, 1e-1, 300 + s);
                                 if (s == 0)
                                         check_switch(cpu, gpu, path, specs[s].n_vocab);
+                                if (s <= 1) /* rotation in normal and NeoX order */
+                                        check_long_context(cpu, gpu, path, specs[s].n_vocab, formats[f].bound, 500 + s);
                                 if (s <= 1) /* llama: columns bound in place; qwen2: copied */
                                         check_batch(gpu, path, specs[s].n_vocab, formats[f].bound, 400 + s);
                         }
