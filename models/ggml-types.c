@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "ggml-kquants.h"
 #include "ggml-types.h"
 #include "macro.h"
 
@@ -132,16 +133,6 @@ uint16_t qd_fp32_to_bf16(float f) {
         return (uint16_t)((u + (0x7fff + ((u >> 16) & 1))) >> 16);
 }
 
-static void get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
-        if (j < 4) {
-                *d = q[j] & 63;
-                *m = q[j + 4] & 63;
-        } else {
-                *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-                *m = (q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4);
-        }
-}
-
 static void dequant_q4_k(const GgmlBlockQ4_K *x, float *y, size_t nb) {
         for (size_t i = 0; i < nb; i++) {
                 const uint8_t *q = x[i].qs;
@@ -151,9 +142,9 @@ static void dequant_q4_k(const GgmlBlockQ4_K *x, float *y, size_t nb) {
                 uint8_t sc, m;
 
                 for (int j = 0; j < QK_K; j += 64) {
-                        get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
+                        ggml_q4_k_scale_min(is + 0, x[i].scales, &sc, &m);
                         const float d1 = d * sc, m1 = min * m;
-                        get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
+                        ggml_q4_k_scale_min(is + 1, x[i].scales, &sc, &m);
                         const float d2 = d * sc, m2 = min * m;
                         for (int l = 0; l < 32; l++)
                                 *y++ = d1 * (q[l] & 0xF) - m1;
@@ -174,9 +165,9 @@ static void dequant_q5_k(const GgmlBlockQ5_K *x, float *y, size_t nb) {
                 int is = 0;
 
                 for (int j = 0; j < QK_K; j += 64) {
-                        get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
+                        ggml_q4_k_scale_min(is + 0, x[i].scales, &sc, &m);
                         const float d1 = d * sc, m1 = min * m;
-                        get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
+                        ggml_q4_k_scale_min(is + 1, x[i].scales, &sc, &m);
                         const float d2 = d * sc, m2 = min * m;
                         for (int l = 0; l < 32; l++)
                                 *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
@@ -403,6 +394,15 @@ int ggml_quantize_row(uint32_t type, const float *src, void *dst, size_t n) {
                 }
                 return 0;
         }
+        case GGML_TYPE_Q5_0:
+                ggml_quantize_q5_0(src, dst, nb);
+                return 0;
+        case GGML_TYPE_Q4_K:
+                ggml_quantize_q4_k(src, dst, nb);
+                return 0;
+        case GGML_TYPE_Q6_K:
+                ggml_quantize_q6_k(src, dst, nb);
+                return 0;
         default:
                 return -EOPNOTSUPP;
         }
