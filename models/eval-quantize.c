@@ -195,21 +195,15 @@ typedef struct OutTensor {
         size_t size;
 } OutTensor;
 
-static int to_f32(const GgufTensor *t, float **ret) {
+static int to_f32(const GgufTensor *t, unsigned n_threads, float **ret) {
         _cleanup_free_ float *d = malloc(t->n_elements * sizeof(float));
-        size_t rb;
         int r;
 
         if (!d)
                 return -ENOMEM;
-        r = ggml_row_size(t->type, t->ne[0], &rb);
+        r = qd_ggml_dequantize_matrix(t->type, t->data, t->n_elements / t->ne[0], t->ne[0], n_threads, d);
         if (r < 0)
                 return r;
-        for (uint64_t i = 0; i < t->n_elements / t->ne[0]; i++) {
-                r = ggml_dequantize_row(t->type, (const uint8_t *) t->data + i * rb, d + i * t->ne[0], t->ne[0]);
-                if (r < 0)
-                        return r;
-        }
         *ret = TAKE_PTR(d);
         return 0;
 }
@@ -329,7 +323,7 @@ static int awq_layer(const Gguf *g, uint32_t l, const QdQuantParams *p, const Qd
                         return 0; /* not the expected layout: the generic path handles it */
         }
         for (size_t i = 0; i < 8; i++)
-                if ((r = to_f32(t[i], &f[i])) < 0)
+                if ((r = to_f32(t[i], ao->n_threads, &f[i])) < 0)
                         goto finish;
 
         size_t base = (size_t) l * _QD_EVAL_SITE_MAX;
@@ -574,7 +568,7 @@ int qd_quantize_file(const char *in_path, const char *out_path, const QdQuantize
                 if (streq(t->name, "output.weight") || tp.type == QD_QTYPE_INVALID)
                         tp.range = QD_RANGE_MINMAX;
                 size_t rows = t->n_elements / t->ne[0], cols = t->ne[0];
-                if ((r = to_f32(t, &f)) < 0 || (r = alloc_ggml(gt, rows, cols, &out[i])) < 0)
+                if ((r = to_f32(t, o->n_threads, &f)) < 0 || (r = alloc_ggml(gt, rows, cols, &out[i])) < 0)
                         goto finish;
                 uint32_t layer;
                 int site = site_of(t->name, &layer);

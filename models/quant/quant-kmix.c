@@ -72,6 +72,8 @@ typedef struct RowsJob {
         const float *w;
         size_t rows, cols, row_bytes;
         uint8_t *dst;
+        const uint8_t *src;
+        float *out;
 } RowsJob;
 
 #define ROWS_PER_TILE 16
@@ -98,4 +100,28 @@ int qd_ggml_quantize_matrix(uint32_t type, const float *w, size_t rows, size_t c
         if (r < 0)
                 return r;
         return qd_parallel_for((rows + ROWS_PER_TILE - 1) / ROWS_PER_TILE, n_threads, rows_tile, &j);
+}
+
+static int rows_tile_deq(void *userdata, size_t tile) {
+        const RowsJob *j = userdata;
+        size_t end = MIN(j->rows, (tile + 1) * ROWS_PER_TILE);
+        for (size_t r = tile * ROWS_PER_TILE; r < end; r++) {
+                int k = ggml_dequantize_row(j->type, j->src + r * j->row_bytes, j->out + r * j->cols, j->cols);
+                if (k < 0)
+                        return k;
+        }
+        return 0;
+}
+
+int qd_ggml_dequantize_matrix(uint32_t type, const void *src, size_t rows, size_t cols, unsigned n_threads,
+                              float *dst) {
+        RowsJob j = { .type = type, .src = src, .rows = rows, .cols = cols, .out = dst };
+        int r;
+
+        if (!src || !dst)
+                return -EINVAL;
+        r = ggml_row_size(type, cols, &j.row_bytes);
+        if (r < 0)
+                return r;
+        return qd_parallel_for((rows + ROWS_PER_TILE - 1) / ROWS_PER_TILE, n_threads, rows_tile_deq, &j);
 }

@@ -74,6 +74,9 @@ int qd_kmix_tensor_type(QdKMix m, const char *name, uint64_t ne0, uint32_t n_lay
  * the bytes do not depend on n_threads. */
 int qd_ggml_quantize_matrix(uint32_t type, const float *w, size_t rows, size_t cols, unsigned n_threads,
                             void *dst);
+/* The reverse: ggml_dequantize_row() over rows × cols elements of src into dst, threaded alike. */
+int qd_ggml_dequantize_matrix(uint32_t type, const void *src, size_t rows, size_t cols, unsigned n_threads,
+                              float *dst);
 
 /* ---- round-to-nearest ------------------------------------------------------------------- */
 
