@@ -568,12 +568,15 @@ int qd_quantize_file(const char *in_path, const char *out_path, const QdQuantize
                 if (streq(t->name, "output.weight") || tp.type == QD_QTYPE_INVALID)
                         tp.range = QD_RANGE_MINMAX;
                 size_t rows = t->n_elements / t->ne[0], cols = t->ne[0];
-                if ((r = to_f32(t, o->n_threads, &f)) < 0 || (r = alloc_ggml(gt, rows, cols, &out[i])) < 0)
-                        goto finish;
                 uint32_t layer;
                 int site = site_of(t->name, &layer);
                 QdHessian *h = calib.gptq && tp.type != QD_QTYPE_INVALID && site >= 0 && layer < calib.n_layer ?
                         calib.h[(size_t) layer * _QD_EVAL_SITE_MAX + site] : NULL;
+                if ((r = alloc_ggml(gt, rows, cols, &out[i])) < 0)
+                        goto finish;
+                /* Plain RTN reads the source rows directly; the others need the f32 matrix. */
+                if ((h || tp.range != QD_RANGE_MINMAX) && (r = to_f32(t, o->n_threads, &f)) < 0)
+                        goto finish;
                 r = report(o, lo + (1.0 - lo) * done / MAX(total, (uint64_t) 1));
                 if (r < 0)
                         goto finish;
@@ -590,7 +593,7 @@ int qd_quantize_file(const char *in_path, const char *out_path, const QdQuantize
                         /* Plain RTN: ggml's reference quantizers, so the bytes equal llama-quantize's
                          * (qd_quant_matrix rounds with the fp16-rounded scale and differs in a
                          * few codes). */
-                        r = qd_ggml_quantize_matrix(gt, f, rows, cols, o->n_threads, out[i].data);
+                        r = qd_ggml_convert_matrix(t->type, t->data, gt, out[i].data, rows, cols, o->n_threads);
                 else
                         r = qd_quant_matrix(&tp, f, NULL, rows, cols, o->n_threads, out[i].data, NULL);
                 if (r < 0) {

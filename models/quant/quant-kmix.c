@@ -2,6 +2,7 @@
  * llama-quantize's rules (llama_tensor_get_type) for the types quantd can write; and ggml's
  * reference quantizers over a whole matrix on several threads. */
 #include <errno.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -74,6 +75,8 @@ typedef struct RowsJob {
         uint8_t *dst;
         const uint8_t *src;
         float *out;
+        uint32_t src_type;
+        size_t src_row_bytes;
 } RowsJob;
 
 #define ROWS_PER_TILE 16
@@ -124,4 +127,35 @@ int qd_ggml_dequantize_matrix(uint32_t type, const void *src, size_t rows, size_
         if (r < 0)
                 return r;
         return qd_parallel_for((rows + ROWS_PER_TILE - 1) / ROWS_PER_TILE, n_threads, rows_tile_deq, &j);
+}
+
+static int rows_tile_conv(void *userdata, size_t tile) {
+        const RowsJob *j = userdata;
+        size_t end = MIN(j->rows, (tile + 1) * ROWS_PER_TILE);
+        _cleanup_free_ float *row = malloc(j->cols * sizeof(float));
+        int k;
+
+        if (!row)
+                return -ENOMEM;
+        for (size_t r = tile * ROWS_PER_TILE; r < end; r++) {
+                k = ggml_dequantize_row(j->src_type, j->src + r * j->src_row_bytes, row, j->cols);
+                if (k < 0)
+                        return k;
+                k = ggml_quantize_row(j->type, row, j->dst + r * j->row_bytes, j->cols);
+                if (k < 0)
+                        return k;
+        }
+        return 0;
+}
+
+int qd_ggml_convert_matrix(uint32_t src_type, const void *src, uint32_t type, void *dst, size_t rows, size_t cols,
+                           unsigned n_threads) {
+        RowsJob j = { .type = type, .src_type = src_type, .src = src, .dst = dst, .rows = rows, .cols = cols };
+        int r;
+
+        if (!src || !dst)
+                return -EINVAL;
+        if ((r = ggml_row_size(type, cols, &j.row_bytes)) < 0 || (r = ggml_row_size(src_type, cols, &j.src_row_bytes)) < 0)
+                return r;
+        return qd_parallel_for((rows + ROWS_PER_TILE - 1) / ROWS_PER_TILE, n_threads, rows_tile_conv, &j);
 }

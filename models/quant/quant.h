@@ -77,6 +77,9 @@ int qd_ggml_quantize_matrix(uint32_t type, const float *w, size_t rows, size_t c
 /* The reverse: ggml_dequantize_row() over rows × cols elements of src into dst, threaded alike. */
 int qd_ggml_dequantize_matrix(uint32_t type, const void *src, size_t rows, size_t cols, unsigned n_threads,
                               float *dst);
+/* Both in one pass, a row at a time (no f32 copy of the matrix): src of src_type → dst of type. */
+int qd_ggml_convert_matrix(uint32_t src_type, const void *src, uint32_t type, void *dst, size_t rows, size_t cols,
+                           unsigned n_threads);
 
 /* ---- round-to-nearest ------------------------------------------------------------------- */
 
