@@ -91,8 +91,9 @@ static inline float f32_from_bits(uint32_t u) {
         return f;
 }
 
-/* The FP16 library's branch-free conversions, as ggml uses them without F16C. */
-float qd_fp16_to_fp32(uint16_t h) {
+/* The FP16 library's branch-free conversions, as ggml uses them without F16C. Inline here so
+ * that the row loops vectorize. */
+static inline float half_to_float(uint16_t h) {
         const uint32_t w = (uint32_t)h << 16;
         const uint32_t sign = w & UINT32_C(0x80000000);
         const uint32_t two_w = w + w;
@@ -102,6 +103,10 @@ float qd_fp16_to_fp32(uint16_t h) {
         const uint32_t result =
                 sign | (two_w < (UINT32_C(1) << 27) ? f32_bits(denormalized) : f32_bits(normalized));
         return f32_from_bits(result);
+}
+
+float qd_fp16_to_fp32(uint16_t h) {
+        return half_to_float(h);
 }
 
 uint16_t qd_fp32_to_fp16(float f) {
@@ -223,7 +228,7 @@ int ggml_dequantize_row(uint32_t type, const void *src, float *dst, size_t n) {
                 for (size_t i = 0; i < n; i++) {
                         uint16_t h;
                         memcpy(&h, p + 2 * i, 2);
-                        dst[i] = qd_fp16_to_fp32(h);
+                        dst[i] = half_to_float(h);
                 }
                 break;
         }
@@ -307,11 +312,10 @@ int ggml_dequantize_row(uint32_t type, const void *src, float *dst, size_t n) {
 }
 
 static inline uint8_t nibble(float v) {
-        /* ggml: MIN(15, (int8_t)(v)); v is in [0, 16.5] for finite input */
-        if (!(v >= 0.0f))
-                return 0;
-        int i = (int)MIN(v, 127.0f);
-        return (uint8_t)MIN(15, i);
+        /* ggml: MIN(15, (int8_t)(v)); v is in [0, 16.5] for finite input. Branch-free (NaN → 0)
+         * so that the block loops vectorize. */
+        float c = v >= 0.0f ? v : 0.0f;
+        return (uint8_t)(int)(c < 15.0f ? c : 15.0f);
 }
 
 int ggml_quantize_row(uint32_t type, const float *src, void *dst, size_t n) {
