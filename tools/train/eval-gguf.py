@@ -3,7 +3,8 @@
 # (docs/QUALITY.md), in PyTorch on a GPU: perplexity as llama.cpp's `perplexity` (text tokenized
 # whole with BOS first, non-overlapping windows of --ctx tokens, first token of each replaced by
 # BOS, only the second half scored), KL(P_ref || P_model) mean / p99 (nearest rank) / max, top-1
-# agreement, bits per weight over the 2-D weights except token_embd.weight, and the mean SQNR of
+# agreement, the paired standard error of ΔPPL (from the per-token NLL differences), bits per
+# weight over the 2-D weights except token_embd.weight, and the mean SQNR of
 # the quantized block matrices against the reference's weights. The weights are dequantized in
 # numpy exactly as models/ggml-types.c does (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K) and the forward
 # runs in float32 with TF32 off, so the numbers equal the C evaluation's to float rounding
@@ -199,6 +200,10 @@ def main():
                         kl.append((r.exp() * (r - lp)).sum(-1))
                         top.append((r.argmax(-1) == lp.argmax(-1)).double())
                 nll = torch.cat(nll).cpu().numpy()
+                # Paired: the per-token NLL difference to the reference, so that the noise of
+                # ΔPPL is judged on the same tokens (ΔPPL% ≈ 100·(exp(mean d) − 1) ± 100·se).
+                d = nll - ref_nll
+                d_se = float(d.std(ddof=1) / math.sqrt(len(d)))
                 kl = np.sort(torch.cat(kl).cpu().numpy())
                 top = torch.cat(top).cpu().numpy()
                 ppl, err, _ = ppl_stats(nll)
@@ -216,6 +221,7 @@ def main():
                 rank = max(int(math.ceil(0.99 * len(kl))), 1) - 1
                 print(json.dumps({"model": path, "text": a.text, "windows": n_win, "scored": len(nll), "ppl": ppl,
                                   "ppl_err": err, "ref_ppl": rppl, "delta_ppl_percent": 100 * (ppl / rppl - 1),
+                                  "delta_ppl_se_percent": 100 * math.exp(float(d.mean())) * d_se,
                                   "kl_mean": float(kl.mean()), "kl_p99": float(kl[rank]), "kl_max": float(kl[-1]),
                                   "top1": float(top.mean()), "mean_sqnr_blk_db": float(np.mean(sq)) if sq else None,
                                   "types": types_, **size}), flush=True)
