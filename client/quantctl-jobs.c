@@ -36,7 +36,7 @@ static int on_job_signal(sd_bus_message *m, void *userdata, sd_bus_error *error)
 
 /* Files the user names are passed as absolute paths when they exist here; the daemon checks
  * that they lie inside a model directory (else a name relative to one). */
-static const char *file_arg(const char *p, char buf[PATH_MAX]) {
+const char *file_arg(const char *p, char buf[PATH_MAX]) {
         if (p && access(p, R_OK) == 0 && realpath(p, buf))
                 return buf;
         return p;
@@ -129,21 +129,6 @@ static int run_job(sd_bus *bus, const char *method, const char *model, json_t **
         return EXIT_OK;
 }
 
-int cmd_quantize(sd_bus *bus, char **args, int n) {
-        json_t *res = NULL;
-        int r;
-
-        r = run_job(bus, "Quantize", args[0], &res);
-        if (r != EXIT_OK)
-                return r;
-        if (arg_json)
-                json_dumpf(res, stdout, JSON_COMPACT), putchar('\n');
-        else
-                printf("%s\n", json_string_value(json_object_get(res, "path")) ?: "");
-        json_decref(res);
-        return EXIT_OK;
-}
-
 static void row(json_t *res, const char *key, const char *label, int decimals) {
         json_t *v = json_object_get(res, key);
 
@@ -151,15 +136,11 @@ static void row(json_t *res, const char *key, const char *label, int decimals) {
                 printf("%-22s %.*f\n", label, decimals, json_number_value(v));
 }
 
-int cmd_eval(sd_bus *bus, char **args, int n) {
-        json_t *res = NULL;
-        int r;
-
-        r = run_job(bus, "Evaluate", args[0], &res);
-        if (r != EXIT_OK)
-                return r;
+void print_job_result(bool quantize, json_t *res) {
         if (arg_json)
                 json_dumpf(res, stdout, JSON_COMPACT), putchar('\n');
+        else if (quantize)
+                printf("%s\n", json_string_value(json_object_get(res, "path")) ?: "");
         else {
                 row(res, "ppl", "perplexity", 4);
                 row(res, "ppl_err", "  ± (stderr)", 4);
@@ -170,6 +151,28 @@ int cmd_eval(sd_bus *bus, char **args, int n) {
                 row(res, "bpw", "bits per weight", 3);
                 row(res, "tokens_scored", "tokens scored", 0);
         }
+}
+
+int cmd_quantize(sd_bus *bus, char **args, int n) {
+        json_t *res = NULL;
+        int r;
+
+        r = run_job(bus, "Quantize", args[0], &res);
+        if (r != EXIT_OK)
+                return r;
+        print_job_result(true, res);
+        json_decref(res);
+        return EXIT_OK;
+}
+
+int cmd_eval(sd_bus *bus, char **args, int n) {
+        json_t *res = NULL;
+        int r;
+
+        r = run_job(bus, "Evaluate", args[0], &res);
+        if (r != EXIT_OK)
+                return r;
+        print_job_result(false, res);
         json_decref(res);
         return EXIT_OK;
 }

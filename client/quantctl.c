@@ -13,17 +13,17 @@
 #include "quantctl.h"
 
 static enum { BUS_DEFAULT, BUS_SYSTEM, BUS_USER } arg_bus = BUS_DEFAULT;
-static const char *arg_address, *arg_socket, *arg_name, *arg_precision;
-static bool arg_raw;
-bool arg_json;
+static const char *arg_address, *arg_socket;
+const char *arg_name, *arg_precision;
+bool arg_raw, arg_json;
 const char *arg_type, *arg_method, *arg_calib, *arg_text, *arg_ref;
 int64_t arg_samples, arg_ctx, arg_max_windows;
-static int64_t arg_max_tokens = -1, arg_seed = -1;
-static double arg_temperature = -1;
+int64_t arg_max_tokens = -1, arg_seed = -1;
+double arg_temperature = -1;
 
 static void help(void) {
         printf("quantctl [OPTIONS...] COMMAND ...\n\n"
-               "Talks to quantd over D-Bus.\n\n"
+               "Talks to quantd over D-Bus, or over its HTTP API with --socket.\n\n"
                "Commands:\n"
                "  status                         Daemon, device and models\n"
                "  models                         Resident models\n"
@@ -43,7 +43,7 @@ static void help(void) {
                "                                 Perplexity (and KL / top-1 against --ref)\n\n"
                "Options:\n"
                "  --system | --user | --address ADDRESS   Which bus (default: system as root, else user)\n"
-               "  --socket PATH                  Use the HTTP API on a Unix socket (not built in yet)\n"
+               "  --socket PATH                  Use the HTTP API on this Unix socket instead of D-Bus\n"
                "  --json                         Machine-readable output\n\n"
                "Exit status: 0 ok, 1 error, 2 usage, 3 daemon unreachable, 4 busy.\n");
 }
@@ -188,7 +188,7 @@ static int collect_models(sd_bus *bus, json_t *arr, sd_bus_error *error) {
         return r;
 }
 
-static void print_models(json_t *arr) {
+void print_models(json_t *arr) {
         size_t i;
         json_t *o;
 
@@ -221,6 +221,15 @@ static int cmd_status(sd_bus *bus, char **args, int n) {
                 return error_exit(&error, r, "Cannot get the status");
         }
         json_object_set_new(st, "Models", models);
+        print_status(st);
+        json_decref(st);
+        return EXIT_OK;
+}
+
+/* The status as the Manager's properties plus "Models" (the models' properties). */
+void print_status(json_t *st) {
+        json_t *models = json_object_get(st, "Models");
+
         if (arg_json) {
                 json_dumpf(st, stdout, JSON_INDENT(2));
                 putchar('\n');
@@ -235,8 +244,6 @@ static int cmd_status(sd_bus *bus, char **args, int n) {
                        json_integer_value(json_object_get(st, "QueuedRequests")));
                 print_models(models);
         }
-        json_decref(st);
-        return EXIT_OK;
 }
 
 static int cmd_models(sd_bus *bus, char **args, int n) {
@@ -342,13 +349,16 @@ static void print_num(const char *label, json_t *v, const char *unit) {
                 printf("  %-22s -\n", label);
 }
 
-static void print_policy(json_t *o) {
+void print_policy(json_t *o) {
         json_t *src = json_object_get(o, "sources"), *dec = json_object_get(o, "decision"), *v;
         size_t i;
 
         printf("Policy: %s; cap %s (%s)\n", jstr(o, "policy"), jstr(dec, "cap"), jstr(dec, "reason"));
         if (json_is_true(json_object_get(dec, "dwell_holding")))
                 printf("  holding %s until the dwell time has passed\n", jstr(dec, "cap"));
+        if (json_is_number(json_object_get(dec, "token_rate_cap")))
+                printf("  token rate: at most %.1f tokens/s per model\n",
+                       json_number_value(json_object_get(dec, "token_rate_cap")));
 
         printf("\nSources\n");
         json_t *ps = json_object_get(src, "power_supply"), *up = json_object_get(src, "upower");
@@ -388,11 +398,16 @@ static void print_policy(json_t *o) {
                        json_is_true(json_object_get(v, "fires")) ? "FIRES" : "");
 
         printf("\nModels\n");
-        json_array_foreach(json_object_get(dec, "models"), i, v)
-                printf("  %-22s now %-5s wanted %-5s%s%s%s\n", jstr(v, "name"), jstr(v, "precision"),
+        json_array_foreach(json_object_get(dec, "models"), i, v) {
+                char rate[48] = "";
+                if (json_is_number(json_object_get(v, "token_rate_cap")))
+                        snprintf(rate, sizeof(rate), " (<= %.1f tokens/s)",
+                                 json_number_value(json_object_get(v, "token_rate_cap")));
+                printf("  %-22s now %-5s wanted %-5s%s%s%s%s\n", jstr(v, "name"), jstr(v, "precision"),
                        jstr(v, "wanted"), json_is_true(json_object_get(v, "pinned")) ? " (pinned)" : "",
                        json_is_true(json_object_get(v, "budget_limited")) ? " (memory budget)" : "",
-                       json_is_true(json_object_get(v, "evict")) ? " (evict)" : "");
+                       json_is_true(json_object_get(v, "evict")) ? " (evict)" : "", rate);
+        }
 
         json_t *h = json_object_get(o, "history");
         if (json_array_size(h) > 0) {
@@ -433,15 +448,26 @@ static int cmd_policy(sd_bus *bus, char **args, int n) {
         return EXIT_OK;
 }
 
-/* One generation streamed to stdout; appends the answer to *ret_text when given. */
-typedef struct Stream {
-        const char *path;
-        char *text;
-        size_t len;
-        char *reason;
-        json_t *stats;
-        bool done;
-} Stream;
+/* One token: printed at once, and kept for the conversation (chat). */
+int stream_token(Stream *s, const char *text, int token, double logprob) {
+        size_t k = strlen(text);
+        char *nt = realloc(s->text, s->len + k + 1);
+
+        if (!nt)
+                return -ENOMEM;
+        s->text = nt;
+        memcpy(s->text + s->len, text, k + 1);
+        s->len += k;
+        if (arg_json) {
+                json_t *o = json_pack("{s:s, s:i, s:f}", "text", text, "token", token, "logprob", logprob);
+                json_dumpf(o, stdout, JSON_COMPACT);
+                putchar('\n');
+                json_decref(o);
+        } else
+                fputs(text, stdout);
+        fflush(stdout);
+        return 0;
+}
 
 static int on_signal(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Stream *s = userdata;
@@ -453,26 +479,10 @@ static int on_signal(sd_bus_message *m, void *userdata, sd_bus_error *error) {
                 const char *text;
                 int32_t token;
                 double lp;
-                size_t k;
-                char *nt;
 
                 if (sd_bus_message_read(m, "sid", &text, &token, &lp) < 0)
                         return 0;
-                k = strlen(text);
-                nt = realloc(s->text, s->len + k + 1);
-                if (!nt)
-                        return -ENOMEM;
-                s->text = nt;
-                memcpy(s->text + s->len, text, k + 1);
-                s->len += k;
-                if (arg_json) {
-                        json_t *o = json_pack("{s:s, s:i, s:f}", "text", text, "token", (int) token, "logprob", lp);
-                        json_dumpf(o, stdout, JSON_COMPACT);
-                        putchar('\n');
-                        json_decref(o);
-                } else
-                        fputs(text, stdout);
-                fflush(stdout);
+                return stream_token(s, text, token, lp) < 0 ? -ENOMEM : 1;
         } else if (sd_bus_message_is_signal(m, REQUEST_IFACE, "Finished")) {
                 const char *reason;
                 if (sd_bus_message_read(m, "s", &reason) < 0)
@@ -545,6 +555,11 @@ static int generate(sd_bus *bus, const char *model, const char *prompt, json_t *
                 }
         }
         s->path = NULL;
+        return stream_end(s);
+}
+
+/* After Finished: the summary line (--json) and the exit code for the reason. */
+int stream_end(Stream *s) {
         if (arg_json) {
                 json_t *o = json_pack("{s:s, s:s, s:O}", "text", s->text ?: "", "finish_reason", s->reason, "stats",
                                       s->stats);
@@ -560,7 +575,7 @@ static int generate(sd_bus *bus, const char *model, const char *prompt, json_t *
         return EXIT_OK;
 }
 
-static void stream_done(Stream *s) {
+void stream_done(Stream *s) {
         free(s->text);
         free(s->reason);
         json_decref(s->stats);
@@ -579,20 +594,22 @@ static bool model_has_chat_template(sd_bus *bus, const char *model) {
         return b;
 }
 
-static int cmd_generate(sd_bus *bus, char **args, int n) {
+/* generate: PROMPT as one user message when the model has a chat template (unless --raw). */
+int generate_prompt(GenerateFn gen, void *ctx, const char *model, const char *prompt, bool chat_template) {
         Stream s = {};
         json_t *msgs = NULL;
         int r;
 
-        if (!arg_raw && model_has_chat_template(bus, args[0]))
-                msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", args[1]);
-        r = generate(bus, args[0], args[1], msgs, &s);
+        if (!arg_raw && chat_template)
+                msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", prompt);
+        r = gen(ctx, model, prompt, msgs, &s);
         json_decref(msgs);
         stream_done(&s);
         return r;
 }
 
-static int cmd_chat(sd_bus *bus, char **args, int n) {
+/* chat: one user message per line of stdin, the whole conversation sent each turn. */
+int chat_loop(GenerateFn gen, void *ctx, const char *model) {
         json_t *history = json_array();
         char *line = NULL;
         size_t size = 0;
@@ -607,7 +624,7 @@ static int cmd_chat(sd_bus *bus, char **args, int n) {
                 if (k == 0)
                         continue;
                 json_array_append_new(history, json_pack("{s:s, s:s}", "role", "user", "content", line));
-                r = generate(bus, args[0], NULL, history, &s);
+                r = gen(ctx, model, NULL, history, &s);
                 if (r == EXIT_OK)
                         json_array_append_new(history,
                                               json_pack("{s:s, s:s}", "role", "assistant", "content", s.text ?: ""));
@@ -620,22 +637,35 @@ static int cmd_chat(sd_bus *bus, char **args, int n) {
         return r;
 }
 
+static int bus_generate(void *ctx, const char *model, const char *prompt, json_t *messages, Stream *s) {
+        return generate(ctx, model, prompt, messages, s);
+}
+
+static int cmd_generate(sd_bus *bus, char **args, int n) {
+        return generate_prompt(bus_generate, bus, args[0], args[1], model_has_chat_template(bus, args[0]));
+}
+
+static int cmd_chat(sd_bus *bus, char **args, int n) {
+        return chat_loop(bus_generate, bus, args[0]);
+}
+
 static const struct {
         const char *name;
         int min_args, max_args;
         int (*run)(sd_bus *bus, char **args, int n);
+        int (*run_http)(const char *socket, char **args, int n);        /* quantctl-http.c */
 } commands[] = {
-        { "status", 0, 0, cmd_status },
-        { "models", 0, 0, cmd_models },
-        { "load", 1, 1, cmd_load },
-        { "unload", 1, 1, cmd_unload },
-        { "generate", 2, 2, cmd_generate },
-        { "chat", 1, 1, cmd_chat },
-        { "tokenize", 2, 2, cmd_tokenize },
-        { "precision", 2, 2, cmd_precision },
-        { "policy", 0, 0, cmd_policy },
-        { "quantize", 1, 1, cmd_quantize },
-        { "eval", 1, 1, cmd_eval },
+        { "status", 0, 0, cmd_status, http_status },
+        { "models", 0, 0, cmd_models, http_models },
+        { "load", 1, 1, cmd_load, http_load },
+        { "unload", 1, 1, cmd_unload, http_unload },
+        { "generate", 2, 2, cmd_generate, http_generate },
+        { "chat", 1, 1, cmd_chat, http_chat },
+        { "tokenize", 2, 2, cmd_tokenize, http_tokenize },
+        { "precision", 2, 2, cmd_precision, http_precision },
+        { "policy", 0, 0, cmd_policy, http_policy },
+        { "quantize", 1, 1, cmd_quantize, http_quantize },
+        { "eval", 1, 1, cmd_eval, http_eval },
 };
 
 static int parse_number(const char *s, double *ret) {
@@ -754,11 +784,8 @@ int main(int argc, char *argv[]) {
                         fprintf(stderr, "eval needs --text FILE.\n");
                         return EXIT_USAGE;
                 }
-                if (arg_socket) {
-                        /* Hook for the HTTP client (ipc/http-*): not built in yet. */
-                        fprintf(stderr, "--socket is not supported by this build; use D-Bus.\n");
-                        return EXIT_USAGE;
-                }
+                if (arg_socket)
+                        return commands[i].run_http(arg_socket, argv + optind + 1, n);
                 r = connect_bus(&bus);
                 if (r < 0)
                         return -r;

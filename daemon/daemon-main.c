@@ -212,6 +212,10 @@ static void daemon_reload(Daemon *d) {
                 c->watchdog_usec = manager_config(d->manager)->watchdog_usec;
                 log_set_max_level(c->log_level);
                 (void) manager_reload(d->manager, c);
+#if HAVE_HTTP_SERVER
+                if (d->http)
+                        (void) http_server_reload(d->http, d->manager);
+#endif
 #if HAVE_DAEMON_POLICY
                 if (d->policy)
                         (void) daemon_policy_reload(d->policy);

@@ -163,6 +163,8 @@ static void on_decision(PolicyMonitor *mon, const PolicyDecision *old, const Pol
         if (!old || old->cap != d->cap || old->rules != d->rules)
                 log_info("Precision policy: at most %s (%s).", policy_precision_to_string(d->cap), d->reason);
         apply(p, d);
+        /* token_rate_on_battery / token_rate_hot: enforced by the models' workers. */
+        manager_set_token_rate(p->manager, d->token_rate_cap);
 }
 
 static void on_models_changed(Manager *m, void *userdata) {
@@ -300,16 +302,24 @@ static json_t *sources_json(const PolicyReadings *r, const char *bus_state) {
                 "battery_percent", json_num(policy_readings_battery_percent(r)));
 }
 
-static json_t *decision_json(const PolicyDecision *d) {
+static json_t *decision_json(Manager *m, const PolicyDecision *d) {
         json_t *models = json_array();
 
         for (size_t i = 0; i < d->n_models; i++) {
                 const PolicyModelDecision *md = &d->models[i];
-                json_array_append_new(models, json_pack("{s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:b}", "name", md->name,
+                ManagedModel *mm = manager_find_model(m, md->name);
+                ModelStatus st = {};
+
+                /* token_rate_cap: what the model's worker paces to now. */
+                if (mm)
+                        managed_model_status(mm, &st);
+                json_array_append_new(models, json_pack("{s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:b, s:o}", "name", md->name,
                                                         "precision", policy_precision_to_string(md->precision),
                                                         "wanted", policy_precision_to_string(md->wanted),
                                                         "pinned", md->pinned, "budget_limited", md->budget_limited,
-                                                        "no_fit", md->no_fit, "evict", md->evict, "unload", md->unload));
+                                                        "no_fit", md->no_fit, "evict", md->evict, "unload", md->unload,
+                                                        "token_rate_cap", st.token_rate_cap > 0 ?
+                                                        json_real(st.token_rate_cap) : json_null()));
         }
         return json_pack("{s:s, s:s, s:s, s:s, s:b, s:o, s:o}", "cap", policy_precision_to_string(d->cap),
                          "wanted_cap", policy_precision_to_string(d->wanted_cap), "deciding",
@@ -319,7 +329,7 @@ static json_t *decision_json(const PolicyDecision *d) {
 }
 
 static json_t *config_json(const PolicyConfig *c) {
-        return json_pack("{s:b, s:f, s:f, s:f, s:f, s:f, s:f, s:b, s:f, s:f, s:I, s:I, s:b, s:f, s:b, s:f}",
+        return json_pack("{s:b, s:f, s:f, s:f, s:f, s:f, s:f, s:b, s:f, s:f, s:I, s:I, s:b, s:f, s:b, s:f, s:f, s:f}",
                          "enabled", c->enabled, "poll_interval_s", c->poll_usec / 1e6, "dwell_s",
                          c->dwell_usec / 1e6, "battery_low_enter", c->battery_low_enter, "battery_low_leave",
                          c->battery_low_leave, "hot_enter_c", c->hot_enter_c, "hot_leave_c", c->hot_leave_c,
@@ -327,7 +337,8 @@ static json_t *config_json(const PolicyConfig *c) {
                          "pressure_leave", c->psi_leave, "mem_available_enter", (json_int_t) c->mem_available_enter,
                          "mem_available_leave", (json_int_t) c->mem_available_leave, "pressure_trigger",
                          c->psi_trigger, "pressure_hold_s", c->psi_hold_usec / 1e6, "evict_under_pressure",
-                         c->evict_under_pressure, "unload_idle_s", c->unload_idle_usec / 1e6);
+                         c->evict_under_pressure, "unload_idle_s", c->unload_idle_usec / 1e6,
+                         "token_rate_on_battery", c->token_rate_on_battery, "token_rate_hot", c->token_rate_hot);
 }
 
 int daemon_policy_status(DaemonPolicy *p, json_t *obj) {
@@ -356,7 +367,7 @@ int daemon_policy_status(DaemonPolicy *p, json_t *obj) {
         v = sources_json(policy_monitor_readings(p->monitor), policy_monitor_bus_state(p->monitor));
         if (v)
                 json_object_set_new(obj, "sources", v);
-        v = decision_json(d);
+        v = decision_json(p->manager, d);
         if (v)
                 json_object_set_new(obj, "decision", v);
         v = config_json(c);

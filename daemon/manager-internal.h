@@ -71,6 +71,7 @@ struct ManagedModel {
         size_t n_pending, n_pending_alloc;
         unsigned n_active;
         unsigned max_batch;
+        double token_rate;              /* tokens/s over all sequences; 0: no cap (policy) */
         bool stopping;
         const char *stop_reason;
         QdPrecision want_precision;     /* QD_PRECISION_INVALID: nothing asked */
@@ -115,6 +116,7 @@ struct Manager {
         uv_timer_t *idle_timer;
         struct LoadJob *loads;          /* asynchronous loads in flight */
         bool idle_timer_armed;
+        double token_rate;              /* manager_set_token_rate(), for every model */
         struct JobQueue *jobs;          /* manager-jobs.c, created on first use */
 };
 

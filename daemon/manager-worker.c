@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "manager-internal.h"
@@ -340,7 +341,7 @@ static void *worker_main(void *userdata) {
         GenRequest **active;
         size_t n_active = 0, max_active;
         FairSlot slots[FAIR_SLOTS] = {};
-        uint64_t tick = 0;
+        uint64_t tick = 0, next_step = 0;
         QdSequence **seqs;
         const QdSampling **smps;
         int32_t *toks;
@@ -432,6 +433,33 @@ static void *worker_main(void *userdata) {
                         }
                         finish_request(mm, r, "length", true);
                         active[i] = active[--n_active];
+                }
+
+                /* The token-rate cap: steps are spaced so that the model produces at most
+                 * token_rate tokens/s over all its sequences. The worker waits on its condition
+                 * (a new request, a cancel, a stop, a precision change or a new cap wakes it and
+                 * is handled first); the loop thread never waits. */
+                if (n_active > 0) {
+                        uint64_t now = now_usec();
+                        bool cancelled = false;
+                        double rate;
+
+                        for (size_t i = 0; i < n_active; i++)
+                                cancelled = cancelled || atomic_load(&active[i]->cancel);
+                        pthread_mutex_lock(&mm->lock);
+                        rate = mm->token_rate;
+                        if (rate > 0 && now < next_step && !cancelled && !mm->stopping) {
+                                struct timespec ts = {
+                                        .tv_sec = (time_t) (next_step / 1000000u),
+                                        .tv_nsec = (long) (next_step % 1000000u) * 1000,
+                                };
+                                mm->n_active = (unsigned) n_active;
+                                (void) pthread_cond_timedwait(&mm->cond, &mm->lock, &ts);
+                                continue;
+                        }
+                        pthread_mutex_unlock(&mm->lock);
+                        /* No credit is saved up while idle or uncapped: at most one step's burst. */
+                        next_step = rate > 0 ? MAX(next_step, now) + (uint64_t) (n_active * 1e6 / rate) : 0;
                 }
 
                 if (n_active > 0) {

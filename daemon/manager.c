@@ -121,7 +121,30 @@ void managed_model_status(ManagedModel *mm, ModelStatus *ret) {
         pthread_mutex_lock(&mm->lock);
         ret->active_requests = mm->n_active;
         ret->queued_requests = (unsigned) mm->n_pending;
+        ret->token_rate_cap = mm->token_rate;
         pthread_mutex_unlock(&mm->lock);
+}
+
+void manager_set_token_rate(Manager *m, double tokens_per_s) {
+        ManagedModel *mm;
+
+        tokens_per_s = tokens_per_s > 0 ? tokens_per_s : 0;
+        if (m->token_rate != tokens_per_s && tokens_per_s > 0)
+                log_info("Token rate: at most %.1f tokens/s per model.", tokens_per_s);
+        else if (m->token_rate != tokens_per_s)
+                log_info("Token rate: no cap.");
+        m->token_rate = tokens_per_s;
+        for (size_t i = 0; (mm = manager_model_at(m, i)); i++) {
+                pthread_mutex_lock(&mm->lock);
+                mm->token_rate = tokens_per_s;
+                /* A worker waiting out the old cap re-reads it at once. */
+                pthread_cond_signal(&mm->cond);
+                pthread_mutex_unlock(&mm->lock);
+        }
+}
+
+double manager_token_rate(Manager *m) {
+        return m->token_rate;
 }
 
 static void async_closed(uv_handle_t *h) {
@@ -320,9 +343,15 @@ int manager_adopt_model(Manager *m, const char *caller_id, uid_t uid, char *reso
         mm->pinned = QD_PRECISION_AUTO;
         mm->want_precision = QD_PRECISION_INVALID;
         mm->max_batch = m->config->max_batch;
+        mm->token_rate = m->token_rate;
         pthread_mutex_init(&mm->lock, NULL);
         pthread_mutex_init(&mm->ev_lock, NULL);
-        pthread_cond_init(&mm->cond, NULL);
+        /* CLOCK_MONOTONIC: the worker paces steps under a token-rate cap with timed waits. */
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&mm->cond, &ca);
+        pthread_condattr_destroy(&ca);
         mm->async.data = mm;
 
         r = uv_async_init(m->loop, &mm->async, async_cb);

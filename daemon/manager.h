@@ -78,6 +78,7 @@ typedef struct ModelStatus {
         QdPrecision pinned;             /* QD_PRECISION_AUTO when the policy decides */
         unsigned active_requests, queued_requests;
         uint64_t last_used_usec;
+        double token_rate_cap;          /* tokens/s the worker paces to; 0: none */
 } ModelStatus;
 void managed_model_status(ManagedModel *mm, ModelStatus *ret);
 
@@ -132,6 +133,11 @@ int manager_load_model_async(Manager *m, const Caller *c, const char *path, cons
                              QdPrecision precision, ManagerLoadDone done, void *userdata);
 /* Drops every listener registered with this userdata (a front end going away). */
 void manager_remove_listener(Manager *m, void *userdata);
+/* The policy's token-rate cap (battery, heat): every model's worker spaces its steps so that
+ * the model produces at most tokens_per_s tokens per second over all its sequences (0: no
+ * cap). The worker waits, never the loop; the new cap applies from the next step. */
+void manager_set_token_rate(Manager *m, double tokens_per_s);
+double manager_token_rate(Manager *m);
 /* Sum of device bytes of all resident models. */
 uint64_t manager_device_bytes(Manager *m);
 

@@ -263,6 +263,9 @@ static int method_get_policy(sd_bus_message *m, void *userdata, sd_bus_error *er
         json_object_set_new(obj, "policy", json_string(s->policy_hook ? "active" : "none"));
         if (s->policy_hook)
                 r = s->policy_hook(s->policy_userdata, obj);
+        /* As GET /api/policy has it. */
+        if (r >= 0 && !json_object_get(obj, "available"))
+                json_object_set_new(obj, "available", json_boolean(s->policy_hook != NULL));
         if (r >= 0)
                 text = json_dumps(obj, JSON_COMPACT);
         json_decref(obj);

@@ -16,6 +16,8 @@ typedef struct HttpBackend {
         int (*generate)(void *ctx, const Caller *c, const GenParams *p, const GenCallbacks *cb,
                         void *userdata, GenRequest **ret);
         void (*cancel)(void *ctx, GenRequest *r);
+        /* D-Bus Generate's sampling defaults (qd_sampling_init()) for /api/generate; NULL: greedy. */
+        void (*sampling_defaults)(void *ctx, QdSampling *ret);
         void (*cancel_caller)(void *ctx, const char *caller_id);
         uint64_t (*request_id)(void *ctx, GenRequest *r);
 

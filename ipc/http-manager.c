@@ -69,6 +69,10 @@ static int mgr_set_precision(void *ctx, const Caller *c, const char *model, QdPr
         return manager_set_precision(ctx, c, model, p, reason);
 }
 
+static void mgr_sampling_defaults(void *ctx, QdSampling *ret) {
+        qd_sampling_init(ret);
+}
+
 static int mgr_status(void *ctx, json_t **ret) {
         Manager *m = ctx;
         QdEngine *e = manager_engine(m);
@@ -136,6 +140,7 @@ static int mgr_cancel_job(void *ctx, const Caller *c, uint64_t id) {
 static const HttpBackend manager_backend = {
         .generate = mgr_generate,
         .cancel = mgr_cancel,
+        .sampling_defaults = mgr_sampling_defaults,
         .cancel_caller = mgr_cancel_caller,
         .request_id = mgr_request_id,
         .model_at = mgr_model_at,
@@ -160,20 +165,14 @@ static int config_uint(const Config *cfg, const char *key, uint64_t *v) {
         return 0;
 }
 
-int http_server_new(Manager *m, HttpServer **ret) {
+/* The [http] keys and [limits] max_request_bytes, at start and on reload. */
+static int limits_from_config(const Config *cfg, HttpLimits *ret) {
         static const char *const known[] = {
                 "tcp", "request_timeout_sec", "idle_timeout_sec", "max_header_bytes", "max_connections", NULL,
         };
-        _cleanup_(http_server_freep) HttpServer *s = NULL;
-        const Config *cfg = manager_config(m);
         HttpLimits l = HTTP_LIMITS_DEFAULT;
-        const char *path = cfg ? cfg->socket_path : NULL;
-        int listen_fd = cfg ? cfg->socket_fd : -EBADF;
         uint64_t v;
-        int r;
 
-        if (!path && listen_fd < 0)
-                return log_error_errno(EINVAL, "No socket path configured for the HTTP API");
         if (cfg) {
                 config_warn_unknown(cfg, "http", known);
                 if (cfg->max_request_bytes > 0)
@@ -195,6 +194,35 @@ int http_server_new(Manager *m, HttpServer **ret) {
                         return -EINVAL;
                 l.max_connections = (unsigned) CLAMP(v, 1u, 65536u);
         }
+        *ret = l;
+        return 0;
+}
+
+int http_server_reload(HttpServer *s, Manager *m) {
+        HttpLimits l;
+        int r;
+
+        /* The listeners stay (a new socket path or TCP address needs a restart). */
+        r = limits_from_config(manager_config(m), &l);
+        if (r < 0)
+                return log_warning_errno(r, "Invalid [http] settings, keeping the old ones: %m");
+        http_server_set_limits(s, &l);
+        return 0;
+}
+
+int http_server_new(Manager *m, HttpServer **ret) {
+        _cleanup_(http_server_freep) HttpServer *s = NULL;
+        const Config *cfg = manager_config(m);
+        HttpLimits l;
+        const char *path = cfg ? cfg->socket_path : NULL;
+        int listen_fd = cfg ? cfg->socket_fd : -EBADF;
+        int r;
+
+        if (!path && listen_fd < 0)
+                return log_error_errno(EINVAL, "No socket path configured for the HTTP API");
+        r = limits_from_config(cfg, &l);
+        if (r < 0)
+                return r;
 
         r = http_server_new_with_backend(manager_loop(m), &manager_backend, m, path, listen_fd, &s);
         if (r < 0)

@@ -259,14 +259,30 @@ done:
 
 int http_native_policy(HttpConn *c, const HttpRequest *req, const char *arg) {
         HttpContext *ctx = http_conn_context(c);
-        json_t *j = NULL;
+        json_t *j = NULL, *models;
         int r;
 
         if (!ctx->policy_hook)
                 return reply_take(c, 200, json_pack("{s:b}", "available", 0));
+        /* The same object as D-Bus GetPolicy(): the models' precisions, then the policy's state. */
         j = json_object();
-        if (!j)
+        models = json_array();
+        if (!j || !models) {
+                json_decref(j);
+                json_decref(models);
                 return -ENOMEM;
+        }
+        for (size_t i = 0; ctx->backend->model_at; i++) {
+                ModelStatus st = {};
+                if (ctx->backend->model_at(ctx->backend_ctx, i, &st) < 0)
+                        break;
+                json_array_append_new(models, json_pack("{s:s, s:s, s:s, s:b}", "name", st.name, "precision",
+                                                        http_precision_to_string(st.precision), "pinned",
+                                                        http_precision_to_string(st.pinned), "policy_controlled",
+                                                        st.pinned == QD_PRECISION_AUTO));
+        }
+        json_object_set_new(j, "models", models);
+        json_object_set_new(j, "policy", json_string("active"));
         r = ctx->policy_hook(ctx->policy_userdata, j);
         if (r < 0) {
                 json_decref(j);

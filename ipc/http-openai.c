@@ -1,5 +1,7 @@
 /* OpenAI-compatible endpoints: /v1/models, /v1/completions and /v1/chat/completions, with
- * server-sent events for "stream": true, usage and logprobs. */
+ * server-sent events for "stream": true, usage and logprobs; and the native POST /api/generate,
+ * which mirrors D-Bus Generate (one event per token with its id, a final event with the
+ * Finished reason and stats) through the same request machinery. */
 #include <inttypes.h>
 #include <math.h>
 #include <string.h>
@@ -23,7 +25,7 @@ typedef struct Job {
         char *stop[MAX_STOP];
         size_t n_stop;
 
-        bool chat, stream, include_usage, logprobs;
+        bool chat, native, stream, include_usage, logprobs;
         bool in_generate, done;
         char *sync_reason;              /* finished() inside generate() */
         GenStats sync_stats;
@@ -160,37 +162,48 @@ static int parse_options(HttpConn *c, Job *j, GenParams *p) {
                 return bad_param(c, "model", "expected the name of a loaded model");
         p->model = json_string_value(x);
 
-        p->sampling = (QdSampling) {
-                .temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
-                .repeat_penalty = 1.0f, .repeat_last_n = 64,
-        };
-        v = 1.0;
+        /* OpenAI's defaults (temperature 1), or D-Bus Generate's (greedy) for the native endpoint. */
+        if (j->native && j->backend->sampling_defaults)
+                j->backend->sampling_defaults(j->backend_ctx, &p->sampling);
+        else if (j->native)
+                p->sampling = (QdSampling) { .top_p = 1.0f, .repeat_penalty = 1.0f, .repeat_last_n = 64 };
+        else
+                p->sampling = (QdSampling) {
+                        .temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
+                        .repeat_penalty = 1.0f, .repeat_last_n = 64,
+                };
+        v = p->sampling.temperature;
         if (get_number(c, b, "temperature", 0, 2, &v) < 0)
                 return -EBADMSG;
         p->sampling.temperature = (float) v;
-        v = 1.0;
+        v = p->sampling.top_p;
         if (get_number(c, b, "top_p", 0, 1, &v) < 0)
                 return -EBADMSG;
         p->sampling.top_p = v <= 0 ? 1.0f : (float) v;
-        v = 0;
+        v = p->sampling.top_k;
         if (get_number(c, b, "top_k", 0, 1 << 20, &v) < 0)
                 return -EBADMSG;
         p->sampling.top_k = (int32_t) v;
-        v = 0;
+        v = p->sampling.min_p;
         if (get_number(c, b, "min_p", 0, 1, &v) < 0)
                 return -EBADMSG;
         p->sampling.min_p = (float) v;
-        v = 1;
+        v = p->sampling.repeat_penalty;
         if (get_number(c, b, "repeat_penalty", 0.01, 10, &v) < 0)
                 return -EBADMSG;
         p->sampling.repeat_penalty = (float) v;
+        v = p->sampling.repeat_last_n;
+        if (get_number(c, b, "repeat_last_n", 0, 1 << 20, &v) < 0)
+                return -EBADMSG;
+        p->sampling.repeat_last_n = (int32_t) v;
 
         x = json_object_get(b, "seed");
         if (x && !json_is_null(x)) {
                 if (!json_is_integer(x))
                         return bad_param(c, "seed", "expected an integer");
                 p->sampling.seed = (uint64_t) json_integer_value(x);
-        } else if (getrandom(&p->sampling.seed, sizeof p->sampling.seed, GRND_NONBLOCK) != sizeof p->sampling.seed)
+        } else if (!j->native && /* native: qd_sampling_init()'s fixed seed, as over D-Bus */
+                   getrandom(&p->sampling.seed, sizeof p->sampling.seed, GRND_NONBLOCK) != sizeof p->sampling.seed)
                 p->sampling.seed = (uint64_t) time(NULL);
 
         x = json_object_get(b, j->chat && json_object_get(b, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens");
@@ -207,7 +220,8 @@ static int parse_options(HttpConn *c, Job *j, GenParams *p) {
         x = json_object_get(b, "stream");
         if (x && !json_is_null(x) && !json_is_boolean(x))
                 return bad_param(c, "stream", "expected a boolean");
-        j->stream = json_is_true(x);
+        /* D-Bus Generate always streams; so does /api/generate unless told otherwise. */
+        j->stream = j->native && (!x || json_is_null(x)) ? true : json_is_true(x);
         x = json_object_get(b, "stream_options");
         if (x && !json_is_null(x)) {
                 json_t *u = json_object_get(x, "include_usage");
@@ -218,9 +232,9 @@ static int parse_options(HttpConn *c, Job *j, GenParams *p) {
 
         x = json_object_get(b, "logprobs");
         if (x && !json_is_null(x)) {
-                if (j->chat ? !json_is_boolean(x) : !(json_is_integer(x) && json_integer_value(x) >= 0 && json_integer_value(x) <= 20))
-                        return bad_param(c, "logprobs", j->chat ? "expected a boolean" : "expected an integer from 0 to 20");
-                j->logprobs = j->chat ? json_is_true(x) : true;
+                if (j->chat || j->native ? !json_is_boolean(x) : !(json_is_integer(x) && json_integer_value(x) >= 0 && json_integer_value(x) <= 20))
+                        return bad_param(c, "logprobs", j->chat || j->native ? "expected a boolean" : "expected an integer from 0 to 20");
+                j->logprobs = j->chat || j->native ? json_is_true(x) : true;
         }
         p->want_logprobs = j->logprobs;
 
@@ -340,6 +354,16 @@ static void on_token(GenRequest *r, const char *text, int32_t token, float logpr
         if (j->done || !j->conn || http_conn_detached(j->conn))
                 return;
 
+        if (j->native && j->stream) {
+                /* Every token, as D-Bus Token(text, token, logprob), even when its text is held back. */
+                json_t *ev = json_pack("{s:o,s:i,s:f}", "text", http_json_text(text, n), "token", (int) token,
+                                       "logprob", (double) logprob);
+                if (ev)
+                        (void) http_conn_stream_event(j->conn, ev);
+                json_decref(ev);
+                j->text_size += n;
+                return;
+        }
         if (j->stream) {
                 if (n == 0 && !j->logprobs)
                         return;
@@ -368,7 +392,7 @@ static void on_token(GenRequest *r, const char *text, int32_t token, float logpr
                 return;
         }
 
-        if (j->logprobs)
+        if (j->logprobs && !j->native)
                 logprob_add(j, text, logprob, j->lp_content, j->lp_tokens, j->lp_values, j->lp_offsets);
         if (j->text_size + n + 1 > j->text_alloc) {
                 size_t a = MAX(j->text_size + n + 1, j->text_alloc * 2);
@@ -388,8 +412,25 @@ static const char *finish_reason(const char *reason) {
         return reason;
 }
 
+/* D-Bus Finished's stats. */
+static json_t *stats_json(const GenStats *st) {
+        return json_pack("{s:i,s:i,s:f,s:f,s:s}", "prompt_tokens", (int) st->prompt_tokens, "completion_tokens",
+                         (int) st->completion_tokens, "prompt_ms", st->prompt_ms, "generate_ms", st->generate_ms,
+                         "precision", st->precision >= 0 ? http_precision_to_string(st->precision) : "");
+}
+
 static void finish_stream(Job *j, const char *reason, const GenStats *st) {
         json_t *ch;
+
+        if (j->native) {
+                /* Every reason, errors included, ends the stream as D-Bus Finished does. */
+                ch = json_pack("{s:s,s:s,s:o}", "id", j->id, "finish_reason", reason, "stats", stats_json(st));
+                if (ch)
+                        (void) http_conn_stream_event(j->conn, ch);
+                json_decref(ch);
+                (void) http_conn_stream_end(j->conn);
+                return;
+        }
 
         if (streq(reason, "error") || streq(reason, "shutdown")) {
                 ch = json_pack("{s:{s:s,s:s,s:s}}", "error", "message",
@@ -433,6 +474,19 @@ static void finish_whole(Job *j, const char *reason, const GenStats *st) {
         }
         if (streq(reason, "shutdown")) {
                 (void) http_conn_reply_errno(j->conn, -ESHUTDOWN, "generation");
+                return;
+        }
+        if (j->native) {
+                json_decref(lp);
+                resp = json_pack("{s:s,s:o,s:s,s:o}", "id", j->id, "text",
+                                 http_json_text(j->text ? j->text : "", j->text_size), "finish_reason", reason,
+                                 "stats", stats_json(st));
+                if (!resp)
+                        (void) http_conn_reply_error(j->conn, 500, "server_error", "internal_error",
+                                                     "Could not build the response");
+                else
+                        (void) http_conn_reply_json(j->conn, 200, resp);
+                json_decref(resp);
                 return;
         }
         if (j->logprobs) {
@@ -492,7 +546,7 @@ static const GenCallbacks callbacks = {
         .finished = on_finished,
 };
 
-static int generate(HttpConn *c, const HttpRequest *req, bool chat) {
+static int generate(HttpConn *c, const HttpRequest *req, bool chat, bool native) {
         HttpContext *ctx = http_conn_context(c);
         _cleanup_(job_freep) Job *j = NULL;
         Job *job;
@@ -503,6 +557,7 @@ static int generate(HttpConn *c, const HttpRequest *req, bool chat) {
         if (!j)
                 return -ENOMEM;
         j->chat = chat;
+        j->native = native;
         j->backend = ctx->backend;
         j->backend_ctx = ctx->backend_ctx;
         if (http_request_json(c, req, &j->body) < 0)
@@ -512,7 +567,9 @@ static int generate(HttpConn *c, const HttpRequest *req, bool chat) {
                 return 0;
         if (r < 0)
                 return r;
-        if (chat)
+        if (native && json_object_get(j->body, "messages") && json_object_get(j->body, "prompt"))
+                r = bad_param(c, "messages", "give either a prompt or messages, not both");
+        else if (chat || (native && json_object_get(j->body, "messages")))
                 r = parse_messages(c, j, &p);
         else {
                 json_t *prompt = json_object_get(j->body, "prompt");
@@ -527,7 +584,7 @@ static int generate(HttpConn *c, const HttpRequest *req, bool chat) {
                 return 0;
         if (r < 0)
                 return r;
-        if (j->logprobs) {
+        if (j->logprobs && !native) {
                 j->lp_content = json_array();
                 j->lp_tokens = json_array();
                 j->lp_values = json_array();
@@ -549,7 +606,7 @@ static int generate(HttpConn *c, const HttpRequest *req, bool chat) {
                 return http_conn_reply_errno(c, r, p.model);
 
         uint64_t id = j->req && !j->done && ctx->backend->request_id ? ctx->backend->request_id(ctx->backend_ctx, j->req) : 0;
-        snprintf(j->id, sizeof j->id, "%s-%" PRIu64, chat ? "chatcmpl" : "cmpl", id);
+        snprintf(j->id, sizeof j->id, "%s-%" PRIu64, native ? "gen" : chat ? "chatcmpl" : "cmpl", id);
         j->conn = http_conn_ref(c);
         job = TAKE_PTR(j);
         if (!job->done)
@@ -559,7 +616,7 @@ static int generate(HttpConn *c, const HttpRequest *req, bool chat) {
         job->in_generate = true;
         if (job->stream) {
                 (void) http_conn_stream_begin(c);
-                if (chat) {
+                if (chat && !native) {
                         json_t *ch = chunk_new(job);
                         if (ch) {
                                 json_object_set_new(ch, "choices",
@@ -590,9 +647,13 @@ static int generate(HttpConn *c, const HttpRequest *req, bool chat) {
 }
 
 int http_openai_completions(HttpConn *c, const HttpRequest *req, const char *arg) {
-        return generate(c, req, false);
+        return generate(c, req, false, false);
 }
 
 int http_openai_chat(HttpConn *c, const HttpRequest *req, const char *arg) {
-        return generate(c, req, true);
+        return generate(c, req, true, false);
+}
+
+int http_native_generate(HttpConn *c, const HttpRequest *req, const char *arg) {
+        return generate(c, req, false, true);
 }

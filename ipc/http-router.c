@@ -22,6 +22,7 @@ static const Route routes[] = {
         { HTTP_POST, "/api/models/load",              http_native_load, true },
         { HTTP_POST, "/api/models/unload",            http_native_unload, true },
         { HTTP_POST, "/api/models/{}/precision",      http_native_precision, true },
+        { HTTP_POST, "/api/generate",                 http_native_generate },
         { HTTP_POST, "/api/tokenize",                 http_native_tokenize },
         { HTTP_POST, "/api/detokenize",               http_native_detokenize },
         { HTTP_GET,  "/api/policy",                   http_native_policy },

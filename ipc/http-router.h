@@ -25,6 +25,7 @@ int http_openai_models(HttpConn *c, const HttpRequest *req, const char *arg);
 int http_openai_model(HttpConn *c, const HttpRequest *req, const char *arg);
 int http_openai_completions(HttpConn *c, const HttpRequest *req, const char *arg);
 int http_openai_chat(HttpConn *c, const HttpRequest *req, const char *arg);
+int http_native_generate(HttpConn *c, const HttpRequest *req, const char *arg);
 int http_native_status(HttpConn *c, const HttpRequest *req, const char *arg);
 int http_native_models(HttpConn *c, const HttpRequest *req, const char *arg);
 int http_native_load(HttpConn *c, const HttpRequest *req, const char *arg);

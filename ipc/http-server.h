@@ -36,6 +36,9 @@ int http_server_new_with_backend(uv_loop_t *loop, const HttpBackend *backend, vo
  * peers have no credentials: they may never manage. port 0 picks one; ret_port gets it. */
 int http_server_listen_tcp(HttpServer *s, const char *address, uint16_t port, uint16_t *ret_port);
 void http_server_set_limits(HttpServer *s, const HttpLimits *limits);
+/* After manager_reload() (SIGHUP): the limits again from the new configuration, for new requests
+ * on every connection; the listeners are kept. */
+int http_server_reload(HttpServer *s, Manager *m);
 void http_server_set_policy_hook(HttpServer *s, HttpPolicyHook hook, void *userdata);
 unsigned http_server_n_connections(HttpServer *s);
 

@@ -399,42 +399,7 @@ static bool sampling_is_greedy(const QdSampling *p) {
         return !p || (p->temperature <= 0 && (p->repeat_penalty == 1.0f || p->repeat_last_n == 0));
 }
 
-int qd_sequence_step(QdSequence *s, const QdSampling *smp, int32_t *ret_token, float *ret_logprob) {
-        int32_t token;
-        float lp;
-        int r;
-
-        if (!s->evaluated)
-                return -EINVAL; /* nothing to sample from: prefill first */
-        if (qd_sequence_length(s) >= s->n_ctx)
-                return -ENOSPC;
-        if (sampling_is_greedy(smp)) {
-                token = s->argmax;
-                lp = s->argmax_logprob;
-        } else {
-                if (!s->logits_valid) {
-                        r = llama_vk_seq_logits(s->vk, s->logits);
-                        if (r < 0)
-                                return r;
-                        s->logits_valid = true;
-                }
-                qd_sampler_set_params(s->sampler, smp);
-                r = qd_sampler_sample(s->sampler, s->logits, s->m->w.hp.n_vocab, &token, &lp);
-                if (r < 0)
-                        return r;
-        }
-        r = seq_eval(s, &token, 1, !sampling_is_greedy(smp));
-        if (r < 0)
-                return r;
-        if (ret_token)
-                *ret_token = token;
-        if (ret_logprob)
-                *ret_logprob = lp;
-        return 0;
-}
-
-/* Picks the next token of s from its last logits (as qd_sequence_step() does), without
- * evaluating it. */
+/* Picks the next token of s from its last logits, without evaluating it. */
 static int seq_choose(QdSequence *s, const QdSampling *smp, int32_t *ret_token, float *ret_logprob) {
         int r;
 
@@ -451,6 +416,28 @@ static int seq_choose(QdSequence *s, const QdSampling *smp, int32_t *ret_token, 
         }
         qd_sampler_set_params(s->sampler, smp);
         return qd_sampler_sample(s->sampler, s->logits, s->m->w.hp.n_vocab, ret_token, ret_logprob);
+}
+
+int qd_sequence_step(QdSequence *s, const QdSampling *smp, int32_t *ret_token, float *ret_logprob) {
+        int32_t token;
+        float lp;
+        int r;
+
+        if (!s->evaluated)
+                return -EINVAL; /* nothing to sample from: prefill first */
+        if (qd_sequence_length(s) >= s->n_ctx)
+                return -ENOSPC;
+        r = seq_choose(s, smp, &token, &lp);
+        if (r < 0)
+                return r;
+        r = seq_eval(s, &token, 1, !sampling_is_greedy(smp));
+        if (r < 0)
+                return r;
+        if (ret_token)
+                *ret_token = token;
+        if (ret_logprob)
+                *ret_logprob = lp;
+        return 0;
 }
 
 int qd_model_step_batch(QdModel *m, QdSequence **seqs, const QdSampling *const *smps, size_t n,

@@ -1,12 +1,14 @@
 /* Quantizes a whole F16/F32 GGUF model to Q8_0/Q4_0/Q4_1 with RTN, clipped RTN, GPTQ or AWQ, or to
  * one of llama.cpp's K-quant mixes (Q4_K_M, Q4_K, Q6_K) with ggml's reference quantizers, gathering
  * calibration activations with the evaluation forward pass. */
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "error.h"
 #include "eval.h"
 #include "gguf.h"
 
@@ -68,21 +70,7 @@ static int report(const QdQuantizeOptions *o, double fraction) {
         return k < 0 ? k : 0;
 }
 
-static int fail(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
-static int fail(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                char *s = NULL;
-                va_start(ap, fmt);
-                if (vasprintf(&s, fmt, ap) < 0)
-                        s = NULL;
-                va_end(ap);
-                free(*ret_error);
-                *ret_error = s;
-        }
-        return r;
-}
+#define fail(ret_error, r, ...) error_set((ret_error), (r), __VA_ARGS__)
 
 /* ---- calibration ---- */
 
@@ -297,6 +285,32 @@ static int site_of(const char *name, uint32_t *ret_layer) {
         return -1;
 }
 
+/* AWQ of the n linear layers t[first..] (f32 weights f[], output slots idx[]) that read the
+ * input captured at slot x of cols channels; their quantized rows go to out[], the scales to s. */
+static int awq_group(const QdQuantParams *p, const QdAwqOptions *ao, const Calib *c, size_t x, size_t cols,
+                     const GgufTensor *const *t, float *const *f, const int *idx, size_t first, size_t n,
+                     const char *label, float *s, OutTensor *out, const QdQuantizeOptions *o) {
+        QdAwqLinear lin[3];
+        QdAwqResult res;
+        int r;
+
+        assert(n <= ELEMENTSOF(lin));
+        if (!c->x[x])
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                lin[i] = (QdAwqLinear) { .w = f[first + i], .rows = t[first + i]->ne[1] };
+                r = alloc_out(p->type, lin[i].rows, cols, &out[idx[first + i]]);
+                if (r < 0)
+                        return r;
+                lin[i].dst = out[idx[first + i]].data;
+        }
+        r = qd_awq_quantize(p, ao, c->x[x], c->x_n[x], cols, lin, n, s, &res);
+        if (r < 0)
+                return r;
+        say(o, "awq %s: alpha %.2f, output error %.4g -> %.4g", label, res.alpha, res.err_rtn, res.err_final);
+        return 0;
+}
+
 /* AWQ for one layer: ffn_down's scales folded into ffn_up's rows, ffn_gate/up's into ffn_norm,
  * attn_q/k/v's into attn_norm. attn_output keeps clipped RTN: with grouped-query attention its
  * input channels cannot be rescaled through attn_v alone. */
@@ -328,7 +342,7 @@ static int awq_layer(const Gguf *g, uint32_t l, const QdQuantParams *p, const Qd
 
         size_t base = (size_t) l * _QD_EVAL_SITE_MAX;
         size_t E = t[1]->ne[0], F = t[7]->ne[0];
-        QdAwqResult res;
+        char label[64];
         s = malloc(MAX(E, F) * sizeof(float));
         if (!s) {
                 r = -ENOMEM;
@@ -336,51 +350,26 @@ static int awq_layer(const Gguf *g, uint32_t l, const QdQuantParams *p, const Qd
         }
 
         /* ffn_down, scales into ffn_up's rows (its outputs are down's input channels). */
-        if (!c->x[base + QD_EVAL_SITE_FFN_DOWN]) {
-                r = -EINVAL;
-                goto finish;
-        }
-        QdAwqLinear down = { .w = f[7], .rows = t[7]->ne[1] };
-        if ((r = alloc_out(p->type, down.rows, F, &out[idx[7]])) < 0)
-                goto finish;
-        down.dst = out[idx[7]].data;
-        r = qd_awq_quantize(p, ao, c->x[base + QD_EVAL_SITE_FFN_DOWN], c->x_n[base + QD_EVAL_SITE_FFN_DOWN],
-                            F, &down, 1, s, &res);
+        r = awq_group(p, ao, c, base + QD_EVAL_SITE_FFN_DOWN, F, t, f, idx, 7, 1, nm[7], s, out, o);
         if (r < 0)
                 goto finish;
-        say(o, "awq %s: alpha %.2f, output error %.4g -> %.4g", nm[7], res.alpha, res.err_rtn, res.err_final);
         for (size_t row = 0; row < F; row++)
                 for (size_t i = 0; i < E; i++)
                         f[6][row * E + i] /= s[row];
 
         /* ffn_gate/up, scales into ffn_norm. */
-        QdAwqLinear gu[2] = { { .w = f[5], .rows = F }, { .w = f[6], .rows = F } };
-        for (size_t i = 0; i < 2; i++) {
-                if ((r = alloc_out(p->type, F, E, &out[idx[5 + i]])) < 0)
-                        goto finish;
-                gu[i].dst = out[idx[5 + i]].data;
-        }
-        r = qd_awq_quantize(p, ao, c->x[base + QD_EVAL_SITE_FFN_IN], c->x_n[base + QD_EVAL_SITE_FFN_IN], E,
-                            gu, 2, s, &res);
+        snprintf(label, sizeof(label), "blk.%u.ffn_gate/up", l);
+        r = awq_group(p, ao, c, base + QD_EVAL_SITE_FFN_IN, E, t, f, idx, 5, 2, label, s, out, o);
         if (r < 0)
                 goto finish;
-        say(o, "awq blk.%u.ffn_gate/up: alpha %.2f, output error %.4g -> %.4g", l, res.alpha, res.err_rtn, res.err_final);
         for (size_t i = 0; i < E; i++)
                 f[4][i] /= s[i];
 
         /* attn_q/k/v, scales into attn_norm. */
-        QdAwqLinear qkv[3];
-        for (size_t i = 0; i < 3; i++) {
-                qkv[i] = (QdAwqLinear) { .w = f[1 + i], .rows = t[1 + i]->ne[1] };
-                if ((r = alloc_out(p->type, qkv[i].rows, E, &out[idx[1 + i]])) < 0)
-                        goto finish;
-                qkv[i].dst = out[idx[1 + i]].data;
-        }
-        r = qd_awq_quantize(p, ao, c->x[base + QD_EVAL_SITE_ATTN_IN], c->x_n[base + QD_EVAL_SITE_ATTN_IN], E,
-                            qkv, 3, s, &res);
+        snprintf(label, sizeof(label), "blk.%u.attn_q/k/v", l);
+        r = awq_group(p, ao, c, base + QD_EVAL_SITE_ATTN_IN, E, t, f, idx, 1, 3, label, s, out, o);
         if (r < 0)
                 goto finish;
-        say(o, "awq blk.%u.attn_q/k/v: alpha %.2f, output error %.4g -> %.4g", l, res.alpha, res.err_rtn, res.err_final);
         for (size_t i = 0; i < E; i++)
                 f[0][i] /= s[i];
 

@@ -1,9 +1,8 @@
 /* Quantizing whole GGUF models and judging the result: the library behind quantd-quantize.
  *
- * Evaluation runs an f32 forward pass of its own (models/eval-forward.c: weights dequantized once,
- * the whole window in one batch) whose logits match the engine's CPU reference (llama-cpu.c) to
- * float rounding; test-eval checks that. It also captures the inputs of every linear layer for
- * GPTQ/AWQ calibration without a hook in the engine.
+ * Evaluation runs the engine's f32 reference forward (llama-cpu.c, wrapped by models/eval-model.c)
+ * over weights dequantized once, the whole window in one batch, with its capture hook giving the
+ * inputs of every linear layer for GPTQ/AWQ calibration.
  * Errors: negative errno; nothing is logged. */
 #pragma once
 

@@ -1,6 +1,8 @@
 /* GGUF metadata and tensor lookups over a validated file (see gguf-reader.c). */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "gguf-internal.h"
 #include "gguf.h"
@@ -30,20 +32,29 @@ GgufType gguf_kv_type(const Gguf *g, size_t i) {
         return i < g->n_kv ? g->kvs[i].type : _GGUF_TYPE_MAX;
 }
 
-int gguf_find_key(const Gguf *g, const char *key) {
-        size_t lo = 0, hi = g->n_kv;
+/* Binary search for name among n items of size bytes from base, visited in the order of sorted[]
+ * (their indices sorted by name); the name is the char * at name_off in each item. */
+static ssize_t find_sorted(const void *base, size_t size, size_t name_off, const size_t *sorted, size_t n,
+                           const char *name) {
+        size_t lo = 0, hi = n;
 
         while (lo < hi) {
                 size_t mid = lo + (hi - lo) / 2;
-                int c = strcmp(key, g->kvs[g->kv_sorted[mid]].key);
+                const char *other = *(const char *const *) ((const uint8_t *) base + sorted[mid] * size + name_off);
+                int c = strcmp(name, other);
                 if (c == 0)
-                        return (int)MIN(g->kv_sorted[mid], (size_t)INT32_MAX);
+                        return (ssize_t) sorted[mid];
                 if (c < 0)
                         hi = mid;
                 else
                         lo = mid + 1;
         }
-        return -ENOENT;
+        return -1;
+}
+
+int gguf_find_key(const Gguf *g, const char *key) {
+        ssize_t i = find_sorted(g->kvs, sizeof(GgufKv), offsetof(GgufKv, key), g->kv_sorted, g->n_kv, key);
+        return i < 0 ? -ENOENT : (int) MIN((size_t) i, (size_t) INT32_MAX);
 }
 
 static const GgufKv *find_kv(const Gguf *g, const char *key) {
@@ -178,76 +189,32 @@ int gguf_get_string_array(const Gguf *g, const char *key, const char *const **re
         return 0;
 }
 
-/* Reads element i of a fixed-size array as double or int64 (exact for integers < 2^53 only when
- * going through double; the i32 path uses the integer). */
+/* Reads element i of a fixed-size array as int64, uint64 and double (the integer types exactly;
+ * each clamped into the other integer's range). Files are little-endian, as the host. */
 static void array_elem(const GgufKv *kv, size_t i, int64_t *ret_i, uint64_t *ret_u, double *ret_f) {
-        const uint8_t *p = kv->arr_data + i * gguf_type_size(kv->arr_type);
-        int64_t iv = 0;
-        uint64_t uv = 0;
-        double fv = 0;
+        size_t size = gguf_type_size(kv->arr_type);
+        const uint8_t *p = kv->arr_data + i * size;
+        uint64_t raw = 0;
 
-        switch (kv->arr_type) {
-        case GGUF_TYPE_UINT8:
-        case GGUF_TYPE_BOOL:
-                uv = p[0];
-                break;
-        case GGUF_TYPE_INT8:
-                iv = (int8_t)p[0];
-                break;
-        case GGUF_TYPE_UINT16: {
-                uint16_t x;
-                memcpy(&x, p, 2);
-                uv = x;
-                break;
-        }
-        case GGUF_TYPE_INT16: {
-                int16_t x;
-                memcpy(&x, p, 2);
-                iv = x;
-                break;
-        }
-        case GGUF_TYPE_UINT32: {
-                uint32_t x;
-                memcpy(&x, p, 4);
-                uv = x;
-                break;
-        }
-        case GGUF_TYPE_INT32: {
-                int32_t x;
-                memcpy(&x, p, 4);
-                iv = x;
-                break;
-        }
-        case GGUF_TYPE_UINT64:
-                memcpy(&uv, p, 8);
-                break;
-        case GGUF_TYPE_INT64:
-                memcpy(&iv, p, 8);
-                break;
-        case GGUF_TYPE_FLOAT32: {
+        *ret_i = 0, *ret_u = 0, *ret_f = 0;
+        if (kv->arr_type == GGUF_TYPE_FLOAT32) {
                 float x;
                 memcpy(&x, p, 4);
-                fv = x;
-                break;
-        }
-        case GGUF_TYPE_FLOAT64:
-                memcpy(&fv, p, 8);
-                break;
-        default:
-                break;
-        }
-        if (type_is_unsigned(kv->arr_type) || kv->arr_type == GGUF_TYPE_BOOL) {
-                *ret_u = uv;
-                *ret_i = uv > INT64_MAX ? INT64_MAX : (int64_t)uv;
-                *ret_f = (double)uv;
+                *ret_f = x;
+        } else if (kv->arr_type == GGUF_TYPE_FLOAT64)
+                memcpy(ret_f, p, 8);
+        else if (type_is_unsigned(kv->arr_type) || kv->arr_type == GGUF_TYPE_BOOL) {
+                memcpy(&raw, p, size);
+                *ret_u = raw;
+                *ret_i = raw > INT64_MAX ? INT64_MAX : (int64_t) raw;
+                *ret_f = (double) raw;
         } else if (type_is_signed(kv->arr_type)) {
+                unsigned shift = 64 - 8 * (unsigned) size;
+                memcpy(&raw, p, size);
+                int64_t iv = (int64_t) (raw << shift) >> shift;  /* sign-extended */
                 *ret_i = iv;
-                *ret_u = iv < 0 ? 0 : (uint64_t)iv;
-                *ret_f = (double)iv;
-        } else {
-                *ret_f = fv;
-                *ret_i = 0;
-                *ret_u = 0;
+                *ret_u = iv < 0 ? 0 : (uint64_t) iv;
+                *ret_f = (double) iv;
         }
 }
 
@@ -308,17 +275,7 @@ const GgufTensor *gguf_tensor(const Gguf *g, size_t i) {
 }
 
 const GgufTensor *gguf_find_tensor(const Gguf *g, const char *name) {
-        size_t lo = 0, hi = g->n_tensors;
-
-        while (lo < hi) {
-                size_t mid = lo + (hi - lo) / 2;
-                int c = strcmp(name, g->tensors[g->tensor_sorted[mid]].name);
-                if (c == 0)
-                        return &g->tensors[g->tensor_sorted[mid]];
-                if (c < 0)
-                        hi = mid;
-                else
-                        lo = mid + 1;
-        }
-        return NULL;
+        ssize_t i = find_sorted(g->tensors, sizeof(GgufTensor), offsetof(GgufTensor, name), g->tensor_sorted,
+                                g->n_tensors, name);
+        return i < 0 ? NULL : &g->tensors[i];
 }

@@ -81,9 +81,7 @@ static int record_batch(LlamaVk *v, LlamaVkSeq *const *seqs, uint32_t n) {
         if (r < 0)
                 return r;
         {
-                QvkBinding bd[] = { B(b->tokens, 0, n * 4), B(v->table, 0, 0), B(b->x, 0, nE) };
-                uint32_t push = E;
-                r = qvk_cmd_dispatch(c, v->p_get_rows, bd, 3, 1u << 2, &push, 4, DIV_ROUND_UP(E, 64), n, 1);
+                r = llama_vk_get_rows(c, v, b->tokens, n, b->x);
                 if (r < 0)
                         return r;
         }

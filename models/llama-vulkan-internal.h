@@ -13,6 +13,9 @@ typedef struct VkTensor {
         QvkWeightType wt;
         uint64_t off, bytes;
         uint32_t m, k;
+        /* Its own allocations (off 0), where the layer's weights exceed maxMemoryAllocationSize;
+         * else n_parts is 0 and the tensor lies at off in the layer's buffer. */
+        QvkSplit own;
 } VkTensor;
 
 /* Q/K/V and gate/up are fused: their rows follow each other in one format, so that one matrix
@@ -43,7 +46,7 @@ struct LlamaVk {
         QvkDevice *d;
         const LlamaWeights *w;
         bool kv_f16;
-        QvkBuffer *table;  /* token embeddings, f16 (f32 without 16-bit storage) */
+        QvkSplit table;    /* token embeddings, f16 (f32 without 16-bit storage) */
         QvkBuffer *common; /* norms, biases, rope angles: f32 */
         uint64_t off_out_norm, off_freq, *off_attn_norm, *off_ffn_norm, *off_bias;
         uint64_t common_bytes, table_bytes;
@@ -79,5 +82,21 @@ struct LlamaVkSeq {
 /* Y = W·X over n columns of the activations x (see qvk_matmul), W the device matrix t in wbuf. */
 int llama_vk_mm(QvkCmd *c, QvkBuffer *scratch, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *x,
                 QvkBuffer *y, uint32_t n);
+/* x[j] = embedding of tokens[j] for n tokens, over every part and range-sized chunk of the table. */
+int llama_vk_get_rows(QvkCmd *c, LlamaVk *v, QvkBuffer *tokens, uint32_t n, QvkBuffer *x);
+/* Prompt attention (llama-vulkan-attn.c): queries q (n tokens x n_head x head_dim, fp32),
+ * the layer's K and V caches (n_head_kv x head_dim per position, fp16 or fp32 per kv_f16),
+ * params (uint32 pos0, n_tokens: the first token's position), out like q; part: scratch of
+ * the plain kernel, unused with one split. Token t attends to positions 0 .. pos0 + t. */
+typedef struct LlamaVkAttn {
+        QvkBinding q, kc, vc, out, params, part;
+        uint32_t n_head, n_head_kv, head_dim, n, n_ctx;
+        bool kv_f16;
+} LlamaVkAttn;
+/* Whether the prompt attention takes the flash (cooperative-matrix) kernel on d. */
+bool llama_vk_attn_prompt_flash(QvkDevice *d, uint32_t head_dim, bool kv_f16);
+int llama_vk_attn_prompt_record(QvkCmd *c, const LlamaVkAttn *a);
+/* The same for layer l of sequence s, n tokens (record()'s prompt path). */
+int llama_vk_attn_prompt(QvkCmd *c, LlamaVkSeq *s, uint32_t l, uint32_t n);
 /* Frees the batch's buffers (not its recording); the recording must be made again. */
 void llama_vk_batch_done(Batch *b);

@@ -144,6 +144,14 @@ static int convert(const LlamaTensor *t, const VkTensor *vt, Memo *memo, size_t 
 }
 
 static void variant_free(LlamaVk *v, Variant *var) {
+        for (uint32_t l = 0; var->layers && l < v->w->hp.n_layer; l++) {
+                VkLayerW *L = &var->layers[l];
+                qvk_split_free(&L->qkv.own);
+                qvk_split_free(&L->wo.own);
+                qvk_split_free(&L->gu.own);
+                qvk_split_free(&L->down.own);
+        }
+        qvk_split_free(&var->output.own);
         if (var->bufs)
                 for (uint32_t l = 0; l <= v->w->hp.n_layer; l++)
                         qvk_buffer_free(var->bufs[l]);
@@ -201,8 +209,9 @@ uint64_t llama_vk_variant_bytes(LlamaVk *v, QdPrecision p) {
         return bytes;
 }
 
-/* Uploads the tensors' rows one after the other into the fused matrix vt. */
-static int upload(const LlamaTensor *const *t, size_t n, const VkTensor *vt, QvkBuffer *buf, Memo *memo,
+/* Uploads the tensors' rows one after the other into the fused matrix vt (into its own
+ * allocations where it has them, else at vt->off in buf). */
+static int upload(const LlamaTensor *const *t, size_t n, VkTensor *vt, QvkBuffer *buf, Memo *memo,
                   size_t n_memo) {
         uint64_t off = vt->off, rb = qvk_weight_row_bytes(vt->wt, vt->k);
 
@@ -212,12 +221,21 @@ static int upload(const LlamaTensor *const *t, size_t n, const VkTensor *vt, Qvk
                 int r = convert(t[i], &part, memo, n_memo, &data);
                 if (r < 0)
                         return r;
-                r = qvk_buffer_upload(buf, off, data, part.bytes);
+                if (vt->own.n_parts)
+                        r = qvk_split_upload(&vt->own, (off - vt->off) / rb, data, t[i]->ne1);
+                else
+                        r = qvk_buffer_upload(buf, off, data, part.bytes);
                 if (r < 0)
                         return r;
                 off += part.bytes;
         }
         return 0;
+}
+
+/* A tensor in allocations of its own, split by rows where it exceeds maxMemoryAllocationSize. */
+static int own_alloc(LlamaVk *v, VkTensor *t) {
+        t->off = 0;
+        return qvk_split_new(v->d, t->m, qvk_weight_row_bytes(t->wt, t->k), QVK_MEM_DEVICE, &t->own);
 }
 
 /* Builds the variant for p into *ret, not yet visible to the stepping thread. */
@@ -227,7 +245,7 @@ static int variant_build(LlamaVk *v, QdPrecision p, Variant *ret) {
         Variant var = {};
         Memo memo[8] = {};
         _cleanup_free_ uint64_t *lb = NULL;
-        uint64_t out_bytes;
+        uint64_t out_bytes, max_alloc = qvk_device_features(v->d)->max_allocation_size / 16 * 16;
         int r = -ENOMEM;
 
         var.layers = calloc(nl, sizeof(VkLayerW));
@@ -239,7 +257,11 @@ static int variant_build(LlamaVk *v, QdPrecision p, Variant *ret) {
         for (uint32_t l = 0; l < nl; l++) {
                 const LlamaLayer *L = &w->layers[l];
                 VkLayerW *o = &var.layers[l];
-                r = qvk_buffer_new(v->d, lb[l], QVK_MEM_DEVICE, &var.bufs[l]);
+                if (lb[l] <= max_alloc)
+                        r = qvk_buffer_new(v->d, lb[l], QVK_MEM_DEVICE, &var.bufs[l]);
+                else if ((r = own_alloc(v, &o->qkv)) >= 0 && (r = own_alloc(v, &o->wo)) >= 0 &&
+                         (r = own_alloc(v, &o->gu)) >= 0)
+                        r = own_alloc(v, &o->down);
                 if (r < 0)
                         goto fail;
                 const LlamaTensor *qkv[] = { &L->wq, &L->wk, &L->wv }, *gu[] = { &L->gate, &L->up };
@@ -250,7 +272,10 @@ static int variant_build(LlamaVk *v, QdPrecision p, Variant *ret) {
                     (r = upload(&down, 1, &o->down, var.bufs[l], memo, ELEMENTSOF(memo))) < 0)
                         goto fail;
         }
-        r = qvk_buffer_new(v->d, out_bytes, QVK_MEM_DEVICE, &var.bufs[nl]);
+        if (out_bytes <= max_alloc)
+                r = qvk_buffer_new(v->d, out_bytes, QVK_MEM_DEVICE, &var.bufs[nl]);
+        else
+                r = own_alloc(v, &var.output);
         if (r < 0)
                 goto fail;
         const LlamaTensor *out = &w->output;
@@ -353,7 +378,7 @@ LlamaVk *llama_vk_free(LlamaVk *v) {
         qvk_cmd_free(v->batch.cmd);
         for (int p = 0; p < _QD_PRECISION_MAX; p++)
                 variant_free(v, &v->var[p]);
-        qvk_buffer_free(v->table);
+        qvk_split_free(&v->table);
         qvk_buffer_free(v->common);
         free(v->off_attn_norm);
         free(v->off_ffn_norm);
@@ -399,7 +424,7 @@ static int upload_table(LlamaVk *v) {
                         } else
                                 memcpy((float *) chunk + i * E, row, E * sizeof(float));
                 }
-                r = qvk_buffer_upload(v->table, r0 * E * es, chunk, n * E * es);
+                r = qvk_split_upload(&v->table, r0, chunk, n);
                 if (r < 0)
                         return r;
         }
@@ -483,7 +508,7 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
         }
 
         v->table_bytes = (uint64_t) hp->n_vocab * E * (v->kv_f16 ? 2 : 4);
-        r = qvk_buffer_new(d, v->table_bytes, QVK_MEM_DEVICE, &v->table);
+        r = qvk_split_new(d, hp->n_vocab, (uint64_t) E * (v->kv_f16 ? 2 : 4), QVK_MEM_DEVICE, &v->table);
         if (r < 0)
                 return r;
         r = upload_table(v);
@@ -496,7 +521,7 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
         snprintf(rope, sizeof(rope), "rope_%s_kv%s", hp->neox ? "neox" : "norm", kv);
         snprintf(attn, sizeof(attn), "attention_kv%s", kv);
         snprintf(rows, sizeof(rows), "get_rows_%s", kv);
-        if ((r = qvk_pipeline_get(d, rows, wg64, 1, 3, 4, &v->p_get_rows)) < 0 ||
+        if ((r = qvk_pipeline_get(d, rows, wg64, 1, 3, 12, &v->p_get_rows)) < 0 ||
             (r = qvk_pipeline_get(d, "rmsnorm_f32", NULL, 0, 3, 8, &v->p_norm)) < 0 ||
             (r = qvk_pipeline_get(d, "add_rmsnorm_f32", NULL, 0, 4, 8, &v->p_add_norm)) < 0 ||
             (r = qvk_pipeline_get(d, "silu_mul_f32", wg256, 1, 2, 8, &v->p_silu)) < 0 ||
@@ -585,8 +610,46 @@ uint32_t llama_vk_seq_length(LlamaVkSeq *s) {
 
 int llama_vk_mm(QvkCmd *c, QvkBuffer *scratch, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *x,
                 QvkBuffer *y, uint32_t n) {
+        if (t->own.n_parts) {
+                QvkBinding wb[t->own.n_parts];
+                uint32_t rows[t->own.n_parts];
+                for (uint32_t i = 0; i < t->own.n_parts; i++) {
+                        rows[i] = (uint32_t) MIN(t->own.part_rows, t->m - i * t->own.part_rows);
+                        wb[i] = B(t->own.parts[i], 0, rows[i] * t->own.row_bytes);
+                }
+                return qvk_matmul_parts(c, t->wt, wb, rows, t->own.n_parts, t->m, t->k,
+                                        B(x, 0, (uint64_t) n * t->k * 4), false, n,
+                                        B(y, 0, (uint64_t) n * t->m * 4), B(scratch, 0, 0));
+        }
         return qvk_matmul(c, t->wt, B(wbuf, t->off, t->bytes), t->m, t->k, B(x, 0, (uint64_t) n * t->k * 4),
                           false, n, B(y, 0, (uint64_t) n * t->m * 4), B(scratch, 0, 0));
+}
+
+int llama_vk_get_rows(QvkCmd *c, LlamaVk *v, QvkBuffer *tokens, uint32_t n, QvkBuffer *x) {
+        const QvkSplit *t = &v->table;
+        uint32_t E = v->w->hp.n_embd;
+        /* Chunks of the table within maxStorageBufferRange, at offsets any device accepts. */
+        uint64_t q = ALIGN_COUNT(t->row_bytes, ALIGN);
+        uint64_t chunk = qvk_device_features(v->d)->max_storage_buffer_range / t->row_bytes / q * q;
+        int r;
+
+        if (chunk == 0)
+                return -E2BIG;
+        for (uint32_t p = 0; p < t->n_parts; p++) {
+                uint64_t rows = MIN(t->part_rows, t->rows - p * t->part_rows);
+                for (uint64_t r0 = 0; r0 < rows; r0 += chunk) {
+                        uint64_t nr = MIN(chunk, rows - r0);
+                        /* Each dispatch fills the columns whose token lies in its rows. */
+                        uint32_t push[3] = { E, (uint32_t) (p * t->part_rows + r0), (uint32_t) nr };
+                        QvkBinding b[] = { B(tokens, 0, n * 4), B(t->parts[p], r0 * t->row_bytes, nr * t->row_bytes),
+                                           B(x, 0, (uint64_t) n * E * 4) };
+                        r = qvk_cmd_dispatch(c, v->p_get_rows, b, 3, 1u << 2, push, sizeof(push),
+                                             DIV_ROUND_UP(E, 64), n, 1);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
 }
 
 static int mm(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *x,
@@ -613,9 +676,7 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
         if ((r = stamp(c, s, 0)) < 0)
                 return r;
         {
-                QvkBinding b[] = { B(s->tokens, 0, n * 4), B(v->table, 0, 0), B(s->x, 0, (uint64_t) n * E * 4) };
-                uint32_t push = E;
-                r = qvk_cmd_dispatch(c, v->p_get_rows, b, 3, 1u << 2, &push, 4, DIV_ROUND_UP(E, 64), n, 1);
+                r = llama_vk_get_rows(c, v, s->tokens, n, s->x);
                 if (r < 0 || (r = stamp(c, s, 0)) < 0)
                         return r;
         }
@@ -650,7 +711,10 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                         if (r < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
                 }
-                {
+                if (n > 1) {
+                        if ((r = llama_vk_attn_prompt(c, s, l, n)) < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                } else {
                         QvkBinding b[] = {
                                 B(s->q, 0, (uint64_t) n * nq * 4),
                                 B(s->kc, l * s->kv_stride, s->kv_stride),

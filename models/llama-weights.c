@@ -8,23 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "error.h"
 #include "macro.h"
 #include "model-llama.h"
 
-_printf_(2, 3) static int fail(char **ret_error, const char *fmt, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                char *s = NULL;
-                va_start(ap, fmt);
-                if (vasprintf(&s, fmt, ap) < 0)
-                        s = NULL;
-                va_end(ap);
-                free(*ret_error);
-                *ret_error = s;
-        }
-        return -EBADMSG;
-}
+#define fail(ret_error, ...) error_set((ret_error), -EBADMSG, __VA_ARGS__)
 
 static int get_u32(const Gguf *g, const char *arch, const char *key, uint32_t *ret) {
         char k[128];

@@ -53,15 +53,28 @@ int llama_tensor_vector(const LlamaTensor *t, float *dst, uint64_t n);
 typedef struct LlamaCpu LlamaCpu;
 int llama_cpu_new(const LlamaWeights *w, uint32_t n_ctx, LlamaCpu **ret);
 LlamaCpu *llama_cpu_free(LlamaCpu *c);
+/* Dequantizes every matrix to f32 once (4 bytes per weight), for evaluations over many windows;
+ * the dot products then also use eight partial sums (the logits differ from the row-by-row
+ * path's by float rounding only). */
+int llama_cpu_dequantize(LlamaCpu *c);
+/* Empties the sequence (the next token is at position 0), with room for n_ctx tokens. */
+int llama_cpu_reset(LlamaCpu *c, uint32_t n_ctx);
+/* Where the inputs of one layer's linear layers are taken (calibration of GPTQ/AWQ). */
+typedef enum LlamaSite {
+        LLAMA_SITE_ATTN_IN,  /* attn_norm(x): input of attn_q/k/v */
+        LLAMA_SITE_ATTN_OUT, /* attention output: input of attn_output */
+        LLAMA_SITE_FFN_IN,   /* ffn_norm(x): input of ffn_gate/up */
+        LLAMA_SITE_FFN_DOWN, /* silu(gate)·up: input of ffn_down */
+} LlamaSite;
+/* Called during llama_cpu_eval() with the n rows (tokens) of cols floats at each site of each
+ * layer; a negative return stops the evaluation and is returned. fn NULL: none. */
+typedef int (*LlamaCaptureFn)(void *userdata, uint32_t layer, LlamaSite site, const float *x, size_t n,
+                              size_t cols);
+void llama_cpu_set_capture(LlamaCpu *c, LlamaCaptureFn fn, void *userdata);
 /* Evaluates n tokens at positions len..len+n-1; logits of the last token into logits
  * (n_vocab floats), or of every token into all_logits (n*n_vocab) when not NULL. */
 int llama_cpu_eval(LlamaCpu *c, const int32_t *tokens, size_t n, float *logits, float *all_logits);
 uint32_t llama_cpu_length(LlamaCpu *c);
-/* The reference's row operations, shared with the evaluation forward (eval-forward.c):
- * RMSNorm of n rows of d values with gains g, and RoPE of n_heads heads at position pos
- * (llama.cpp's normal or NeoX pairing, optional frequency factors). */
-void llama_rmsnorm_rows(const float *g, const float *x, float *out, size_t n, uint32_t d, float eps);
-void llama_rope(const LlamaHParams *hp, float *v, uint32_t n_heads, uint32_t pos);
 
 /* The Vulkan path. LlamaVk holds the per-model device state (weights of each precision
  * variant); LlamaVkSeq a sequence's KV cache and recordings. */

@@ -112,6 +112,11 @@ static void quantize_block(QvkWeightType t, const float *x, uint8_t *out) {
 void bench_quantize(QvkWeightType t, const float *src, uint32_t rows, uint32_t k, uint8_t *dst) {
         uint64_t rb = qvk_weight_row_bytes(t, k);
 
+        if (bench_ext_type(t)) {
+                bench_ext_quantize(t, src, rows, k, dst);
+                return;
+        }
+
         for (uint32_t r = 0; r < rows; r++) {
                 const float *x = src + (uint64_t) r * k;
                 uint8_t *o = dst + r * rb;
@@ -133,6 +138,11 @@ void bench_quantize(QvkWeightType t, const float *src, uint32_t rows, uint32_t k
 
 void bench_dequantize(QvkWeightType t, const uint8_t *src, uint32_t rows, uint32_t k, float *dst) {
         uint64_t rb = qvk_weight_row_bytes(t, k);
+
+        if (bench_ext_type(t)) {
+                bench_ext_dequantize(t, src, rows, k, dst);
+                return;
+        }
 
         for (uint32_t r = 0; r < rows; r++) {
                 const uint8_t *p = src + r * rb;

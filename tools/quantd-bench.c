@@ -82,6 +82,10 @@ static void *make_acts(const float *x, uint64_t count, bool f16, float *ref_x, u
  * 5·sqrt(Σ E_i) / ||ref|| (five standard deviations; about 0.4% of the result for uniform
  * inputs, so ~2%), plus the fp32 term. A wrong nibble or scale gives errors of order 1. */
 #define FLOAT_BOUND 3e-5
+/* The extended formats (vk-matmul-ext.c) use FLOAT_BOUND too: their reference weights are those
+ * qd_dequant_row() / qd_rowscale_dequantize() decode, the same f32 products (d·q, d·q + m,
+ * d·NF4[q], s·e4m3(q), s·q; exact or rounded once) that the kernels form, so again only the
+ * order of the fp32 sums differs. */
 /* The cooperative-matrix kernel rounds both operands to fp16 (relative error up to 2^-11
  * each, ~2^-11 rms per product after both roundings); over many products of random sign the
  * normalised error stays near 2^-11 / sqrt(3) ~ 3e-4 (0 for fp16 weights and activations, where
@@ -218,20 +222,30 @@ static int run_check(QvkDevice *d) {
         static const Shape odd_k[] = {  /* F32/F16 only: k not a multiple of 8 or 32 */
                 { 37, 97, 1 }, { 19, 33, 4 }, { 33, 45, 20 }, { 3, 7, 1 },
         };
+        static const Shape group_k[] = {  /* extended formats only: k = 3 or 5 groups of 128 (or 3 of 64) */
+                { 37, 384, 1 }, { 37, 384, 3 }, { 37, 384, 8 }, { 37, 384, 9 }, { 67, 640, 67 },
+                { 45, 192, 3 }, { 1, 128, 1 }, { 130, 384, 2 },
+        };
+        const size_t n_base = ELEMENTSOF(shapes) + ELEMENTSOF(odd_k);
         unsigned failures = 0, total = 0;
 
         printf("%-28s %-5s %-4s %6s %6s %4s %10s %8s %s\n", "kernel", "wtype", "act", "m", "k", "n",
                "error", "bound", "result");
         for (QvkWeightType wt = 0; wt < _QVK_W_MAX; wt++)
                 for (int f16 = 0; f16 < 2; f16++)
-                        for (size_t i = 0; i < ELEMENTSOF(shapes) + ELEMENTSOF(odd_k); i++) {
-                                Shape s = i < ELEMENTSOF(shapes) ? shapes[i] : odd_k[i - ELEMENTSOF(shapes)];
+                        for (size_t i = 0; i < n_base + ELEMENTSOF(group_k); i++) {
+                                Shape s = i < ELEMENTSOF(shapes) ? shapes[i] :
+                                          i < n_base ? odd_k[i - ELEMENTSOF(shapes)] : group_k[i - n_base];
                                 double err = NAN, bound = 0;
                                 bool ok;
                                 int r;
 
-                                if (i >= ELEMENTSOF(shapes) && is_block(wt))
+                                if (i >= ELEMENTSOF(shapes) && i < n_base && is_block(wt))
                                         continue;
+                                if (i >= n_base && !bench_ext_type(wt))
+                                        continue;
+                                if (bench_ext_type(wt) && s.k % bench_ext_group(wt))
+                                        continue;  /* the extended formats: k a multiple of the group */
                                 r = check_one(d, wt, f16, s, &err, &bound);
                                 if (r < 0) {
                                         fprintf(stderr, "%s %s %ux%ux%u: %s\n", qvk_weight_type_name(wt),
@@ -391,7 +405,8 @@ static int run_bench(QvkDevice *d, bool json, bool small, const Shape *only, siz
                                 Shape s = shapes[i];
                                 int r;
 
-                                if ((wt_only >= 0 && (int) wt != wt_only) || (is_block(wt) && s.k % 32))
+                                if ((wt_only >= 0 && (int) wt != wt_only) || (is_block(wt) && s.k % 32) ||
+                                    (bench_ext_type(wt) && s.k % bench_ext_group(wt)))
                                         continue;
 
                                 r = bench_one(d, wt, f16, s, &res);
@@ -419,7 +434,9 @@ static void help(void) {
                "                     (sets QUANTD_VK_DISABLE_<WHAT>=1); repeatable\n"
                "  --small            benchmark small shapes only (smoke test)\n"
                "  --shape MxKxN      benchmark this shape (repeatable; default: Llama-3-8B's)\n"
-               "  --wtype T          benchmark weight type T only (f32 f16 q8_0 q4_0 q4_1)\n"
+               "  --wtype T          benchmark weight type T only (f32 f16 q8_0 q4_0 q4_1, and the\n"
+               "                     extended q8_0_g64 q8_0_g128 q4_0_g64 q4_0_g128 q4_1_g64\n"
+               "                     q4_1_g128 nf4_g32 nf4_g64 nf4_g128 fp8_row i8_row)\n"
                "  --json             benchmark results as JSON\n");
 }
 

@@ -24,6 +24,9 @@
 #define CLAMP(x, lo, hi) MIN(MAX((x), (lo)), (hi))
 #define DIV_ROUND_UP(x, y) (((x) + (y) - 1) / (y))
 #define ALIGN_TO(x, a) (((x) + (a) - 1) / (a) * (a))
+/* The fewest items of `unit` bytes that add up to a multiple of align, a power of two (e.g. the
+ * rows between buffer offsets that meet a storage-buffer alignment). */
+#define ALIGN_COUNT(unit, align) ((align) / MIN((uint64_t) (unit) & -(uint64_t) (unit), (uint64_t) (align)))
 
 /* Hand a pointer over to the caller: returns it and clears the cleanup variable. */
 #define TAKE_PTR(p)                        \

@@ -1,4 +1,5 @@
-/* Buffers: one allocation each, accounted per device; staging uploads and downloads. */
+/* Buffers: one allocation each, accounted per device; staging uploads and downloads; matrices
+ * split over several allocations where one would exceed maxMemoryAllocationSize. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -235,4 +236,56 @@ int qvk_buffer_upload(QvkBuffer *dst, uint64_t offset, const void *src, uint64_t
 
 int qvk_buffer_download(QvkBuffer *src, uint64_t offset, void *dst, uint64_t size) {
         return transfer(src, offset, dst, size, false);
+}
+
+void qvk_split_free(QvkSplit *s) {
+        for (uint32_t i = 0; s->parts && i < s->n_parts; i++)
+                qvk_buffer_free(s->parts[i]);
+        free(s->parts);
+        *s = (QvkSplit) {};
+}
+
+int qvk_split_new(QvkDevice *d, uint64_t rows, uint64_t row_bytes, QvkMemKind kind, QvkSplit *ret) {
+        /* Parts are allocated rounded up to 16 bytes (qvk_buffer_new), so leave room for that. */
+        uint64_t max = d->features.max_allocation_size / 16 * 16;
+        QvkSplit s = { .rows = rows, .row_bytes = row_bytes };
+        int r;
+
+        if (rows == 0 || row_bytes == 0)
+                return -EINVAL;
+        if (row_bytes > max)
+                return -EFBIG;
+        s.part_rows = rows * row_bytes <= max ? rows : max / row_bytes;
+        s.n_parts = (uint32_t) DIV_ROUND_UP(rows, s.part_rows);
+        s.parts = calloc(s.n_parts, sizeof(QvkBuffer *));
+        if (!s.parts)
+                return -ENOMEM;
+        for (uint32_t i = 0; i < s.n_parts; i++) {
+                uint64_t n = MIN(s.part_rows, rows - i * s.part_rows);
+                r = qvk_buffer_new(d, n * row_bytes, kind, &s.parts[i]);
+                if (r < 0) {
+                        qvk_split_free(&s);
+                        return r;
+                }
+        }
+        *ret = s;
+        return 0;
+}
+
+int qvk_split_upload(QvkSplit *s, uint64_t row0, const void *src, uint64_t n) {
+        const uint8_t *p = src;
+
+        if (row0 > s->rows || n > s->rows - row0)
+                return -ERANGE;
+        while (n > 0) {
+                uint64_t part = row0 / s->part_rows, in = row0 % s->part_rows;
+                uint64_t take = MIN(n, s->part_rows - in);
+                int r = qvk_buffer_upload(s->parts[part], in * s->row_bytes, p, take * s->row_bytes);
+                if (r < 0)
+                        return r;
+                p += take * s->row_bytes;
+                row0 += take;
+                n -= take;
+        }
+        return 0;
 }

@@ -29,6 +29,8 @@ struct QvkCmd {
         VkDescriptorPool *dpools;
         size_t n_dpools, cur_dpool;
         RangeSet written, read;
+        QvkBuffer **temps;          /* qvk_cmd_temp(): kept until qvk_cmd_free */
+        size_t n_temps;
         bool pending, ended;
 };
 
@@ -93,6 +95,9 @@ QvkCmd *qvk_cmd_free(QvkCmd *c) {
                 vkDestroyFence(c->d->dev, c->fence, NULL);
         if (c->pool)
                 vkDestroyCommandPool(c->d->dev, c->pool, NULL);
+        for (size_t i = 0; i < c->n_temps; i++)
+                qvk_buffer_free(c->temps[i]);
+        free(c->temps);
         free(c->dpools);
         free(c->written.r);
         free(c->read.r);
@@ -417,4 +422,25 @@ int qvk_cmd_wait(QvkCmd *c) {
 
 QvkDevice *qvk_cmd_device(QvkCmd *c) {
         return c->d;
+}
+
+int qvk_cmd_temp(QvkCmd *c, uint64_t size, QvkBuffer **ret) {
+        QvkBuffer **nt;
+        int r;
+
+        /* Reuse is safe: the range tracking orders a new use after the earlier ones. */
+        for (size_t i = 0; i < c->n_temps; i++)
+                if (qvk_buffer_size(c->temps[i]) >= size) {
+                        *ret = c->temps[i];
+                        return 0;
+                }
+        nt = realloc(c->temps, (c->n_temps + 1) * sizeof(*nt));
+        if (!nt)
+                return -ENOMEM;
+        c->temps = nt;
+        r = qvk_buffer_new(c->d, size, QVK_MEM_DEVICE, &c->temps[c->n_temps]);
+        if (r < 0)
+                return r;
+        *ret = c->temps[c->n_temps++];
+        return 0;
 }

@@ -1,5 +1,6 @@
 /* Device selection, feature report, logical device creation and memory budget. */
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,6 +160,22 @@ static bool coopmat_nv_usable(QvkDevice *d, VkPhysicalDevice phys) {
         return false;
 }
 
+/* A limit lowered by $name (bytes, at least 4 KiB so that the small buffers still fit): tests
+ * force the tensor-splitting paths with it on any device. */
+static uint64_t env_lower(const char *name, uint64_t limit) {
+        const char *e = getenv(name);
+        unsigned long long v;
+        char *end;
+
+        if (!e || !*e)
+                return limit;
+        errno = 0;
+        v = strtoull(e, &end, 0);
+        if (errno || *end || v < 4096)
+                return limit;
+        return MIN(limit, (uint64_t) v);
+}
+
 int qvk_device_features_query(QvkDevice *d, VkPhysicalDevice phys) {
         VkPhysicalDeviceVulkan11Features f11 = {
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
@@ -246,8 +263,8 @@ int qvk_device_features_query(QvkDevice *d, VkPhysicalDevice phys) {
         f->coopmat_nv = has_extension(exts, n_ext, "VK_NV_cooperative_matrix");
         f->memory_budget = has_extension(exts, n_ext, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
         f->max_shared_memory = props.limits.maxComputeSharedMemorySize;
-        f->max_storage_buffer_range = props.limits.maxStorageBufferRange;
-        f->max_allocation_size = p11.maxMemoryAllocationSize;
+        f->max_storage_buffer_range = env_lower("QUANTD_VK_MAX_STORAGE_RANGE", props.limits.maxStorageBufferRange);
+        f->max_allocation_size = env_lower("QUANTD_VK_MAX_ALLOCATION", p11.maxMemoryAllocationSize);
         f->timestamp_period_ns = props.limits.timestampPeriod;
         d->min_storage_align = MAX(props.limits.minStorageBufferOffsetAlignment, (VkDeviceSize) 4);
 

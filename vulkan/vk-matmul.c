@@ -1,5 +1,6 @@
 /* Matrix products Y = W·X: picks the kernel variant for the device (matrix-vector, batched
- * matrix-vector, tiled matrix-matrix, int-dot) and records its dispatches. */
+ * matrix-vector, tiled matrix-matrix, int-dot) and records its dispatches; operands beyond
+ * maxStorageBufferRange are split into products that fit (qvk_matmul_parts). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 #include "log.h"
 #include "macro.h"
 #include "vk-internal.h"
+#include "vk-matmul-ext.h"
 
 #define MATVEC_MAX_COLS 8u
 #define MAX_GROUPS_X 65535u
@@ -28,10 +30,12 @@ static const struct {
 };
 
 const char *qvk_weight_type_name(QvkWeightType t) {
+        if (qvk_ext_type(t)) return qvk_ext_type_name(t);
         return t < _QVK_W_MAX ? wtypes[t].name : NULL;
 }
 
 uint64_t qvk_weight_row_bytes(QvkWeightType t, uint32_t k) {
+        if (qvk_ext_type(t)) return qvk_ext_row_bytes(t, k);
         if (t >= _QVK_W_MAX)
                 return 0;
         return (uint64_t) k / wtypes[t].block * wtypes[t].bytes;
@@ -108,6 +112,7 @@ const char *qvk_matmul_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32
         char name[96];
         const char *kind;
 
+        if (qvk_ext_type(wt)) return qvk_ext_kernel(d, wt, x_f16, k, n);
         if (wt >= _QVK_W_MAX || n == 0)
                 return NULL;
         variant_name(d, wt, x_f16, k, n, name, sizeof(name), &kind);
@@ -116,6 +121,10 @@ const char *qvk_matmul_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32
         else
                 snprintf(out, sizeof(out), "%s n=%u", name, n);
         return out;
+}
+
+bool qvk_device_coopmat(QvkDevice *d) {
+        return d->coopmat;
 }
 
 uint64_t qvk_matmul_scratch_bytes(QvkDevice *d, uint32_t k, uint32_t n) {
@@ -133,8 +142,9 @@ static void grid(uint32_t groups, uint32_t *ret_x, uint32_t *ret_y) {
         *ret_y = DIV_ROUND_UP(groups, gx);
 }
 
-int qvk_matmul(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k,
-               QvkBinding x, bool x_f16, uint32_t n, QvkBinding y, QvkBinding scratch) {
+/* One product whose bindings each fit in maxStorageBufferRange. */
+static int matmul_one(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k,
+                      QvkBinding x, bool x_f16, uint32_t n, QvkBinding y, QvkBinding scratch) {
         QvkDevice *d = qvk_cmd_device(c);
         const char *st = fast_storage(d) ? "" : "_u32";
         QvkBinding b[3];
@@ -145,6 +155,7 @@ int qvk_matmul(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k
         uint32_t gx, gy;
         int r;
 
+        if (qvk_ext_type(wt)) return qvk_matmul_ext(c, wt, w, m, k, x, x_f16, n, y);
         if (wt >= _QVK_W_MAX || !w.buf || !x.buf || !y.buf)
                 return -EINVAL;
         if (m == 0 || k == 0 || n == 0)
@@ -204,4 +215,147 @@ int qvk_matmul(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k
         grid(DIV_ROUND_UP(m, rows), &gx, &gy);
         push.gx = gx;
         return qvk_cmd_dispatch(c, p, b, 3, 1u << 2, &push, sizeof(push), gx, gy, 1);
+}
+
+/* size bytes of buf from offset, as far as the buffer goes (a bad range fails at dispatch). */
+static QvkBinding sub(QvkBuffer *buf, uint64_t offset, uint64_t size) {
+        uint64_t total = qvk_buffer_size(buf);
+        return (QvkBinding) { .buf = buf, .offset = offset, .size = offset < total ? MIN(size, total - offset) : size };
+}
+
+/* A product split into tiles: rows of W (chunks of the parts) × groups of columns of X. */
+typedef struct Split {
+        QvkCmd *c;
+        QvkWeightType wt;
+        uint32_t m, k, n;
+        uint64_t rb, xcol, align;
+        QvkBinding x, y, scratch;
+        bool x_f16;
+        QvkBuffer *tmp;  /* partial products that cannot be bound in Y */
+        uint64_t toff;
+} Split;
+
+typedef enum Pass { PASS_SIZE, PASS_PRODUCTS, PASS_COPIES } Pass;
+
+/* Y holds column j at element j·m, so only a one-column tile is contiguous in Y; it is bound in
+ * place when its offset meets the storage-buffer alignment. */
+static bool in_place(const Split *s, uint32_t r0, uint32_t g) {
+        return s->n == 1 && g == 1 && (s->y.offset + (uint64_t) r0 * 4) % s->align == 0;
+}
+
+/* Rows [r0, r0 + mr) of W (row lr of binding w) times columns [j0, j0 + g) of X. */
+static int tile(Split *s, Pass pass, QvkBinding w, uint64_t lr, uint32_t r0, uint32_t mr, uint32_t j0,
+                uint32_t g) {
+        QvkBinding wb = sub(w.buf, w.offset + lr * s->rb, mr * s->rb);
+        QvkBinding xb = sub(s->x.buf, s->x.offset + j0 * s->xcol, g * s->xcol);
+        uint64_t bytes = (uint64_t) g * mr * 4;
+        int r = 0;
+
+        if (in_place(s, r0, g))
+                return pass == PASS_PRODUCTS ? matmul_one(s->c, s->wt, wb, mr, s->k, xb, s->x_f16, g,
+                                                          sub(s->y.buf, s->y.offset + (uint64_t) r0 * 4, mr * 4),
+                                                          s->scratch)
+                                             : 0;
+        if (pass == PASS_PRODUCTS)
+                r = matmul_one(s->c, s->wt, wb, mr, s->k, xb, s->x_f16, g, sub(s->tmp, s->toff, bytes), s->scratch);
+        else if (pass == PASS_COPIES)
+                for (uint32_t j = 0; j < g && r >= 0; j++)
+                        r = qvk_cmd_copy(s->c, s->tmp, s->toff + (uint64_t) j * mr * 4, s->y.buf,
+                                         s->y.offset + ((uint64_t) (j0 + j) * s->m + r0) * 4, mr * 4);
+        s->toff += ALIGN_TO(bytes, s->align);
+        return r;
+}
+
+static int walk(Split *s, Pass pass, const QvkBinding *w, const uint32_t *rows, size_t n_parts,
+                uint32_t chunk, uint32_t group) {
+        uint32_t r0 = 0;
+        int r;
+
+        s->toff = 0;
+        for (size_t p = 0; p < n_parts; r0 += rows[p], p++)
+                for (uint32_t lr = 0; lr < rows[p]; lr += chunk)
+                        for (uint32_t j0 = 0; j0 < s->n; j0 += group) {
+                                r = tile(s, pass, w[p], lr, r0 + lr, MIN(chunk, rows[p] - lr), j0,
+                                         MIN(group, s->n - j0));
+                                if (r < 0)
+                                        return r;
+                        }
+        return 0;
+}
+
+int qvk_matmul_parts(QvkCmd *c, QvkWeightType wt, const QvkBinding *w, const uint32_t *rows,
+                     size_t n_parts, uint32_t m, uint32_t k, QvkBinding x, bool x_f16, uint32_t n,
+                     QvkBinding y, QvkBinding scratch) {
+        QvkDevice *d = qvk_cmd_device(c);
+        Split s = { .c = c, .wt = wt, .m = m, .k = k, .n = n, .x = x, .y = y, .scratch = scratch,
+                    .x_f16 = x_f16 };
+        uint64_t range, sum = 0;
+        uint32_t chunk, group;
+        bool fits;
+        int r;
+
+        if (wt >= _QVK_W_MAX || !w || n_parts == 0 || !x.buf || !y.buf)
+                return -EINVAL;
+        for (size_t p = 0; p < n_parts; p++) {
+                if (!w[p].buf || w[p].offset % 16)
+                        return -EINVAL;
+                sum += rows[p];
+        }
+        if (sum != m || (is_block_type(wt) && k % 32))
+                return -EINVAL;
+        if (m == 0 || k == 0 || n == 0)
+                return 0;
+        s.rb = qvk_weight_row_bytes(wt, k);
+        s.xcol = (uint64_t) k * (x_f16 ? 2 : 4);
+        s.align = MAX(d->min_storage_align, (uint64_t) 16);
+        range = d->features.max_storage_buffer_range / s.align * s.align;
+
+        fits = n_parts == 1 && ALIGN_TO((uint64_t) m * s.rb, 16) <= range && n * s.xcol <= range &&
+               (uint64_t) n * m * 4 <= range;
+        if (fits) {
+                /* A binding "to the end" of a buffer larger than the range: bind what is used. */
+                QvkBinding b[3] = { w[0], x, y };
+                uint64_t used[3] = { m * s.rb, n * s.xcol, (uint64_t) n * m * 4 };
+                for (int i = 0; i < 3; i++)
+                        if (!b[i].size && b[i].offset < qvk_buffer_size(b[i].buf) &&
+                            qvk_buffer_size(b[i].buf) - b[i].offset > range)
+                                b[i] = sub(b[i].buf, b[i].offset, used[i]);
+                return matmul_one(c, wt, b[0], m, k, b[1], x_f16, n, b[2], scratch);
+        }
+
+        /* Columns per group: X's binding within the range, group offsets aligned. */
+        uint64_t qx = ALIGN_COUNT(s.xcol, s.align);
+        group = n * s.xcol <= range ? n : (uint32_t) MIN((uint64_t) n, range / s.xcol / qx * qx);
+        if (group == 0)
+                return -E2BIG;  /* one column beyond the range (k is never that large in practice) */
+        if (group < n) {
+                /* Even groups: a short last one would pick another kernel (matrix-vector or
+                 * int-dot for up to 8 columns) than the whole product. */
+                uint64_t even = ALIGN_TO(DIV_ROUND_UP(n, DIV_ROUND_UP(n, group)), qx);
+                group = (uint32_t) MIN((uint64_t) group, even);
+        }
+        /* Rows per chunk: W's and the partial product's bindings within the range, chunk offsets
+         * aligned in W and (for in-place products) in Y. */
+        uint64_t qw = ALIGN_COUNT(s.rb, s.align), q = MAX(qw, ALIGN_COUNT(4, s.align));
+        uint64_t most = MIN(range / s.rb, range / (4ull * group));
+        if (most < q)
+                q = qw;  /* the partial products then go through the temporary buffer */
+        chunk = (uint32_t) MIN((uint64_t) m, most / q * q);
+        if (chunk == 0)
+                return -E2BIG;  /* one row beyond the range */
+
+        r = walk(&s, PASS_SIZE, w, rows, n_parts, chunk, group);
+        if (r >= 0 && s.toff > 0)
+                r = qvk_cmd_temp(c, s.toff, &s.tmp);
+        /* All products first, then all copies: one barrier between them. */
+        if (r >= 0)
+                r = walk(&s, PASS_PRODUCTS, w, rows, n_parts, chunk, group);
+        if (r >= 0 && s.tmp)
+                r = walk(&s, PASS_COPIES, w, rows, n_parts, chunk, group);
+        return r;
+}
+
+int qvk_matmul(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding x,
+               bool x_f16, uint32_t n, QvkBinding y, QvkBinding scratch) {
+        return qvk_matmul_parts(c, wt, &w, &m, 1, m, k, x, x_f16, n, y, scratch);
 }

@@ -3,7 +3,10 @@
  * Environment: QUANTD_VK_DEVICE (index or name substring), QUANTD_VK_VALIDATION=1 (Khronos
  * validation layer, required then), QUANTD_VK_DISABLE_{F16,INT8,INTDOT,SUBGROUP,COOPMAT}=1 (turn
  * the feature off so that the fallback kernel variants run), QUANTD_VK_MATVEC_WG / _ROWS
- * (matrix-vector workgroup size, a power of two, and rows per workgroup; for tuning).
+ * (matrix-vector workgroup size, a power of two, and rows per workgroup; for tuning),
+ * QUANTD_VK_MAX_STORAGE_RANGE / QUANTD_VK_MAX_ALLOCATION=bytes (lower the device's
+ * maxStorageBufferRange / maxMemoryAllocationSize, never raise them, so that the splitting of
+ * large tensors runs on any device, lavapipe in CI included).
  * All functions return 0 or a negative errno (-ENODEV no device, -ENOMEM, -EIO for VkResult
  * failures, -EOPNOTSUPP for a missing feature); none of them logs above debug level. */
 #pragma once
@@ -65,6 +68,19 @@ void *qvk_buffer_map(QvkBuffer *b);  /* QVK_MEM_HOST only, else NULL */
 int qvk_buffer_upload(QvkBuffer *dst, uint64_t offset, const void *src, uint64_t size);
 int qvk_buffer_download(QvkBuffer *src, uint64_t offset, void *dst, uint64_t size);
 
+/* A matrix of rows × row_bytes in as few allocations as maxMemoryAllocationSize allows (one
+ * for all but the largest tensors): part i holds rows [i·part_rows, (i+1)·part_rows). */
+typedef struct QvkSplit {
+        QvkBuffer **parts;
+        uint32_t n_parts;
+        uint64_t rows, row_bytes, part_rows;
+} QvkSplit;
+
+int qvk_split_new(QvkDevice *d, uint64_t rows, uint64_t row_bytes, QvkMemKind kind, QvkSplit *ret);
+void qvk_split_free(QvkSplit *s);  /* leaves *s empty; accepts an empty one */
+/* Copies n rows from src into rows [row0, row0 + n). */
+int qvk_split_upload(QvkSplit *s, uint64_t row0, const void *src, uint64_t n);
+
 /* A range of a buffer bound to one binding of a dispatch. size 0 = to the end. */
 typedef struct QvkBinding {
         QvkBuffer *buf;
@@ -97,6 +113,10 @@ int qvk_cmd_end(QvkCmd *c);
 int qvk_cmd_submit(QvkCmd *c);  /* queue the recording */
 int qvk_cmd_wait(QvkCmd *c);    /* wait for the last submission */
 QvkDevice *qvk_cmd_device(QvkCmd *c);
+/* A device buffer of at least size bytes owned by the recording (until qvk_cmd_free), for
+ * intermediate results; several requests may get the same buffer, the barriers keep the uses
+ * apart. */
+int qvk_cmd_temp(QvkCmd *c, uint64_t size, QvkBuffer **ret);
 
 /* Weight formats read by the matrix kernels; block layouts byte-compatible with GGUF. */
 typedef enum QvkWeightType {
@@ -105,11 +125,30 @@ typedef enum QvkWeightType {
         QVK_W_Q8_0,                 /* 34-byte blocks: fp16 d, 32 x int8 */
         QVK_W_Q4_0,                 /* 18-byte blocks: fp16 d, 16 bytes of nibbles (x - 8) */
         QVK_W_Q4_1,                 /* 20-byte blocks: fp16 d, fp16 m, 16 bytes of nibbles */
+        /* Extended storage formats (docs/QUANTIZATION.md; vulkan/vk-matmul-ext.c): the same fields
+         * with longer groups, NF4, and per-row-scale FP8 / INT8. k must be a multiple of the group
+         * (of 32 for the per-row formats). Float kernels only: no int-dot or cooperative-matrix
+         * path; matrix-vector (n <= 8, fp32 sums) and a tiled fp32 matrix-matrix kernel. */
+        QVK_W_Q8_0_G64,             /* 66-byte blocks: fp16 d, 64 x int8 */
+        QVK_W_Q8_0_G128,            /* 130-byte blocks: fp16 d, 128 x int8 */
+        QVK_W_Q4_0_G64,             /* 34-byte blocks: fp16 d, 32 bytes of nibbles (x - 8) */
+        QVK_W_Q4_0_G128,            /* 66-byte blocks: fp16 d, 64 bytes of nibbles (x - 8) */
+        QVK_W_Q4_1_G64,             /* 36-byte blocks: fp16 d, fp16 m, 32 bytes of nibbles */
+        QVK_W_Q4_1_G128,            /* 68-byte blocks: fp16 d, fp16 m, 64 bytes of nibbles */
+        QVK_W_NF4_G32,              /* 18-byte blocks: fp16 absmax, 16 bytes of NF4 nibbles */
+        QVK_W_NF4_G64,              /* 34-byte blocks: fp16 absmax, 32 bytes of NF4 nibbles */
+        QVK_W_NF4_G128,             /* 66-byte blocks: fp16 absmax, 64 bytes of NF4 nibbles */
+        /* Per-row scale: each row is a 16-byte header (the row's f32 scale, little-endian, then
+         * 12 zero bytes) followed by its k code bytes; qvk_weight_row_bytes() is k + 16, so rows
+         * stay 16-byte aligned and can be split and concatenated like any other format's. */
+        QVK_W_FP8_ROW,              /* E4M3FN codes, w = scale_r * e4m3(q) */
+        QVK_W_I8_ROW,               /* int8 codes -127..127, w = scale_r * q */
         _QVK_W_MAX,
 } QvkWeightType;
 
 const char *qvk_weight_type_name(QvkWeightType t);
-/* Bytes of one row of k weights (k a multiple of 32 for the block types). */
+/* Bytes of one row of k weights (k a multiple of 32 for the block types; for the extended
+ * types 0 when k is not a multiple of the group). */
 uint64_t qvk_weight_row_bytes(QvkWeightType t, uint32_t k);
 
 /* Y = W·X. W is m rows × k columns, row-major in format wt. X holds n activation vectors of k
@@ -118,10 +157,21 @@ uint64_t qvk_weight_row_bytes(QvkWeightType t, uint32_t k);
  * matrix-matrix kernels and the int-dot path where the device has it. scratch: a buffer the
  * launcher may use for quantized activations, at least qvk_matmul_scratch_bytes(k, n), which
  * covers every call with that k and up to n columns. The binding
- * offsets of w, x and scratch must be multiples of 16 bytes (16-byte loads); else -EINVAL. */
+ * offsets of w, x and scratch must be multiples of 16 bytes (16-byte loads); else -EINVAL.
+ * Operands larger than maxStorageBufferRange are split: W by rows (each chunk's offset on the
+ * 16-byte and storage-offset alignment), X by columns; the partial products go through a
+ * buffer of the recording (qvk_cmd_temp) into Y where they cannot be bound in place. */
 uint64_t qvk_matmul_scratch_bytes(QvkDevice *d, uint32_t k, uint32_t n);
 int qvk_matmul(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k,
                QvkBinding x, bool x_f16, uint32_t n, QvkBinding y, QvkBinding scratch);
+/* The same with W given as consecutive blocks of rows[i] rows in bindings w[i] (a tensor held in
+ * several allocations, see QvkSplit); the rows add up to m. */
+int qvk_matmul_parts(QvkCmd *c, QvkWeightType wt, const QvkBinding *w, const uint32_t *rows,
+                     size_t n_parts, uint32_t m, uint32_t k, QvkBinding x, bool x_f16, uint32_t n,
+                     QvkBinding y, QvkBinding scratch);
 /* The shader variant qvk_matmul() uses for these shapes, e.g. "matvec_dot_q4_0 n=1" (for
  * benchmarks and logs); the string is thread-local and valid until the next call. */
 const char *qvk_matmul_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t k, uint32_t n);
+/* Whether d runs the cooperative-matrix kernels (GL_NV_cooperative_matrix 16x16x16 fp16 with
+ * fp32 accumulation, 32-wide subgroups; off with QUANTD_VK_DISABLE_COOPMAT). */
+bool qvk_device_coopmat(QvkDevice *d);

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine-fixture.h"
+#include "fixture-model.h"
 #include "engine.h"
 #include "macro.h"
 #include "vk.h"
@@ -148,17 +148,11 @@ static void check_cpu(QdEngine *cpu, const char *path) {
 
 int main(void) {
         _cleanup_(qd_engine_freep) QdEngine *cpu = NULL, *gpu = NULL;
-        QdEngineOptions oc = { .cpu_only = true }, og = {};
         _cleanup_free_ char *path = NULL;
         char *dir;
-        int r;
 
-        r = qd_engine_new(&og, &gpu);
-        if (r < 0) {
-                fprintf(stderr, "no Vulkan device: %s\n", strerror(-r));
+        if (!fixture_engines(&gpu, &cpu))
                 return 77;
-        }
-        assert(qd_engine_new(&oc, &cpu) == 0);
         dir = fixture_tmpdir();
         assert(dir);
         /* Large enough that quantizing and uploading takes a while next to a step. */
@@ -173,10 +167,6 @@ int main(void) {
         check_cpu(cpu, path);
         fixture_rmdir(dir);
 
-        unsigned msgs = qvk_validation_messages();
-        if (msgs > 0) {
-                printf("validation messages: %u, last: %s\n", msgs, strna(qvk_validation_last_message()));
-                failures++;
-        }
+        failures += !fixture_validation_clean();
         return failures ? 1 : 0;
 }

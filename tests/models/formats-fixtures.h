@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../fixture/fixture-vocab.h"
 #include "gguf.h"
 #include "macro.h"
 #include "tokenizer.h"
@@ -134,25 +135,6 @@ enum {
         BPE_N_VOCAB,
 };
 
-static inline size_t fixture_cp_utf8(unsigned b, char *out) {
-        unsigned cp, n = 0;
-        if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))
-                cp = b;
-        else {
-                for (unsigned k = 0; k < b; k++)
-                        if (!((k >= 33 && k <= 126) || (k >= 161 && k <= 172) || (k >= 174 && k <= 255)))
-                                n++;
-                cp = 256 + n;
-        }
-        if (cp < 0x80) {
-                out[0] = (char)cp;
-                return 1;
-        }
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-}
-
 static inline void *fixture_bpe_gguf(size_t *ret_size, const char *pre) {
         static const char *const merged[] = {"he",          "ll",          "hell", "hello", "\xc4\xa0w",
                                              "or",          "\xc4\xa0wor", "ld",   "34",    "<|endoftext|>",
@@ -166,7 +148,7 @@ static inline void *fixture_bpe_gguf(size_t *ret_size, const char *pre) {
 
         for (unsigned b = 0; b < 256; b++) {
                 char s[4] = {};
-                fixture_cp_utf8(b, s);
+                fixture_gpt2_byte(b, s);
                 tok[b] = strdup(s);
                 types[b] = 1;
         }

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine-fixture.h"
+#include "fixture-model.h"
 #include "engine.h"
 #include "eval.h"
 #include "gguf.h"
@@ -39,7 +39,16 @@ static const FixtureSpec spec = {
         .seed = 7,
 };
 
-/* The evaluation forward against llama-cpu.c on the same weights. */
+static int count_sites(void *userdata, uint32_t layer, QdEvalSite site, const float *x, size_t n, size_t cols) {
+        unsigned *calls = userdata;
+
+        assert(site < _QD_EVAL_SITE_MAX && layer < spec.n_layer && n == N_CTX && cols > 0 && x);
+        calls[site]++;
+        return 0;
+}
+
+/* The evaluation forward (llama-cpu.c over weights dequantized once, a whole window per call)
+ * against llama-cpu.c fed in two parts: row by row (other rounding), and dense (the same). */
 static void test_forward(const char *path, const uint32_t *tok) {
         _cleanup_(qd_eval_model_freep) QdEvalModel *m = NULL;
         _cleanup_(gguf_closep) Gguf *g = NULL;
@@ -58,10 +67,22 @@ static void test_forward(const char *path, const uint32_t *tok) {
         assert(llama_cpu_new(&w, N_CTX, &c) == 0);
         for (size_t i = 0; i < N_CTX; i++)
                 t32[i] = (int32_t) tok[i];
-        assert(llama_cpu_eval(c, t32, N_CTX, NULL, b) == 0);
+        assert(llama_cpu_eval(c, t32, N_CTX / 2, NULL, b) == 0);
+        assert(llama_cpu_eval(c, t32 + N_CTX / 2, N_CTX - N_CTX / 2, NULL, b + N_CTX / 2 * spec.n_vocab) == 0);
         double err = fixture_nmse(a, b, N_CTX * spec.n_vocab);
-        printf("eval forward vs llama-cpu: nmse %.3g\n", err);
+        printf("eval forward vs llama-cpu row by row: nmse %.3g\n", err);
         assert(err < 1e-10);
+        assert(llama_cpu_reset(c, N_CTX) == 0 && llama_cpu_dequantize(c) == 0);
+        assert(llama_cpu_eval(c, t32, N_CTX / 2, NULL, b) == 0);
+        assert(llama_cpu_eval(c, t32 + N_CTX / 2, N_CTX - N_CTX / 2, NULL, b + N_CTX / 2 * spec.n_vocab) == 0);
+        assert(memcmp(a, b, N_CTX * spec.n_vocab * sizeof(float)) == 0);
+
+        /* The capture sees every site of every layer once per window; the logits stay. */
+        unsigned calls[_QD_EVAL_SITE_MAX] = {};
+        assert(qd_eval_forward(m, tok, N_CTX, b, count_sites, calls) == 0);
+        for (int i = 0; i < _QD_EVAL_SITE_MAX; i++)
+                assert(calls[i] == spec.n_layer);
+        assert(memcmp(a, b, N_CTX * spec.n_vocab * sizeof(float)) == 0);
         c = llama_cpu_free(c);
         llama_weights_done(&w);
 }

@@ -444,6 +444,59 @@ static void test_streaming(void) {
         free(p.out);
 }
 
+/* POST /api/generate: D-Bus Generate's shape, one event per token with its id, then the reason
+ * and stats; the whole answer with "stream": false; bad combinations answered 400. */
+static void test_native_generate(void) {
+        Peer p;
+        Response r;
+        char **ev;
+        size_t n;
+        json_t *j;
+
+        peer_open(&p, 1000);
+        send_post(&p, "/api/generate", "{\"model\": \"tiny\", \"prompt\": \"x y\", \"max_tokens\": 3}");
+        next_response(&p, &r);
+        CHECK(r.status == 200 && r.chunked);
+        n = sse_events(r.body, &ev);
+        /* 3 tokens, the end, [DONE] */
+        CHECK(n == 5);
+        const char *want[] = { "x ", "y ", "x " };
+        for (size_t i = 0; i < 3; i++) {
+                j = json_loads(ev[i], 0, NULL);
+                CHECK(strcmp(json_string_value(json_object_get(j, "text")), want[i]) == 0);
+                CHECK(json_is_integer(json_object_get(j, "token")));
+                CHECK(json_is_number(json_object_get(j, "logprob")));
+                json_decref(j);
+        }
+        j = json_loads(ev[3], 0, NULL);
+        CHECK(strcmp(json_string_value(json_object_get(j, "finish_reason")), "length") == 0);
+        CHECK(strncmp(json_string_value(json_object_get(j, "id")), "gen-", 4) == 0);
+        CHECK(json_integer_value(json_object_get(json_object_get(j, "stats"), "completion_tokens")) == 3);
+        CHECK(json_is_number(json_object_get(json_object_get(j, "stats"), "generate_ms")));
+        json_decref(j);
+        CHECK(strcmp(ev[4], "[DONE]") == 0);
+        for (size_t i = 0; i < n; i++)
+                free(ev[i]);
+        free(ev);
+        response_clear(&r);
+
+        send_post(&p, "/api/generate", "{\"model\": \"tiny\", \"stream\": false, \"max_tokens\": 2, "
+                                       "\"messages\": [{\"role\": \"user\", \"content\": \"a b c\"}]}");
+        j = next_json(&p, 200);
+        CHECK(strcmp(json_string_value(json_object_get(j, "text")), "a b ") == 0);
+        CHECK(strcmp(json_string_value(json_object_get(j, "finish_reason")), "length") == 0);
+        CHECK(json_integer_value(json_object_get(json_object_get(j, "stats"), "completion_tokens")) == 2);
+        json_decref(j);
+
+        send_post(&p, "/api/generate", "{\"model\": \"tiny\", \"prompt\": \"a\", \"messages\": []}");
+        check_error(&p, 400, "invalid_value");
+        send_post(&p, "/api/generate", "{\"model\": \"tiny\", \"prompt\": \"a\", \"logprobs\": 2}");
+        check_error(&p, 400, "invalid_value");
+        send_post(&p, "/api/generate", "{\"model\": \"nope\", \"prompt\": \"a\"}");
+        check_error(&p, 404, "model_not_found");
+        peer_end(&p);
+}
+
 int main(void) {
         ctx = (HttpContext) {
                 .backend = &fake_backend,
@@ -460,6 +513,7 @@ int main(void) {
         test_management();
         test_completions();
         test_streaming();
+        test_native_generate();
         CHECK(fake.n_live == 0);
         printf("ok\n");
         return 0;

@@ -1,0 +1,175 @@
+#!/usr/bin/python3
+"""SIGHUP applies new limits: the real quantd starts with small [limits] (queue, new tokens, prompt
+length, request size), the test rewrites its config file, sends SIGHUP, sees RELOADING=1 and then
+READY=1 on a NOTIFY_SOCKET it listens on, and checks that requests refused before are served now
+(and the other way round after a second reload). Exits 77 when a prerequisite is missing."""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import svc_common  # noqa: E402
+
+SMALL = """[daemon]
+idle_timeout = 0
+cpu_only = yes
+[limits]
+max_batch = 1
+queue_length = 1
+max_new_tokens = 20
+max_prompt_tokens = 40
+max_request_bytes = 4096
+"""
+LARGE = """[daemon]
+idle_timeout = 0
+cpu_only = yes
+[limits]
+max_batch = 8
+queue_length = 32
+max_new_tokens = 200
+max_prompt_tokens = 400
+max_request_bytes = 1M
+"""
+
+env = svc_common.Env(SMALL)
+svc_common.need(env.quantctl and os.path.exists(env.quantctl), "QUANTCTL_BIN not set")
+SOCK = os.path.join(env.dir, "quantd.sock")
+NOTIFY = os.path.join(env.dir, "notify")
+notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+notify.bind(NOTIFY)
+env.env["NOTIFY_SOCKET"] = NOTIFY
+env.start()
+held = []
+
+
+def quantctl(*args, bus=False):
+    base = [env.quantctl] + (["--address", env.address] if bus else ["--socket", SOCK])
+    return subprocess.run(base + list(args), capture_output=True, text=True, timeout=60, env=env.env)
+
+
+def recv_until(want, timeout):
+    end, seen = time.time() + timeout, []
+    while time.time() < end:
+        notify.settimeout(max(0.01, end - time.time()))
+        try:
+            msg = notify.recv(4096).decode()
+        except socket.timeout:
+            break
+        seen.append(msg)
+        if want(msg):
+            return msg
+    raise AssertionError("not received in %.0f s; got %r" % (timeout, seen))
+
+
+def reload(text):
+    with open(env.config, "w") as f:
+        f.write(text)
+    # Drain what came before (READY, STATUS, ...), then reload.
+    notify.setblocking(False)
+    try:
+        while True:
+            notify.recv(4096)
+    except BlockingIOError:
+        pass
+    env.daemon.send_signal(signal.SIGHUP)
+    recv_until(lambda m: "RELOADING=1" in m.split("\n"), 10)
+    recv_until(lambda m: "READY=1" in m.split("\n"), 10)
+
+
+PROMPT = "hello world, " * 40     # over 40 tokens, under 400
+
+
+def post(path, body):
+    c = http.client.HTTPConnection("localhost", timeout=60)
+    c.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.sock.connect(SOCK)
+    c.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    r = c.getresponse()
+    out = r.status, r.read().decode()
+    c.close()
+    return out
+
+
+def hold_stream():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(SOCK)
+    body = json.dumps({"model": "tiny", "prompt": "Once", "max_tokens": 20, "temperature": 1.0}).encode()
+    s.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    held.append(s)
+
+
+def busy_code():
+    """quantctl generate while the queue is filled again right before: 4 when refused as busy."""
+    codes = []
+    for _ in range(5):
+        for _ in range(6):
+            hold_stream()
+        p = quantctl("generate", "tiny", "hi", "--raw", "--max-tokens", "2")
+        codes.append(p.returncode)
+        if p.returncode == 4:
+            break
+    for s in held:
+        s.close()
+    held.clear()
+    return codes
+
+
+def check_small():
+    n = len(quantctl("tokenize", "tiny", PROMPT).stdout.split())
+    assert 40 < n <= 400, n
+    p = quantctl("generate", "tiny", "hi", "--raw", "--max-tokens", "50")
+    assert p.returncode == 1 and "limits" in p.stderr, (p.returncode, p.stderr)
+    p = quantctl("generate", "tiny", "hi", "--raw", "--max-tokens", "50", bus=True)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    p = quantctl("generate", "tiny", PROMPT, "--raw", "--max-tokens", "2")
+    assert p.returncode == 1 and "limits" in p.stderr, (p.returncode, p.stderr)
+    st, body = post("/v1/completions", {"model": "tiny", "prompt": "hi", "max_tokens": 2, "user": "x" * 8000})
+    assert st == 413, (st, body)
+    assert 4 in busy_code()
+
+
+def check_large():
+    p = quantctl("--json", "generate", "tiny", "hi", "--raw", "--max-tokens", "50")
+    assert p.returncode == 0, (p.returncode, p.stderr)
+    assert json.loads(p.stdout.splitlines()[-1])["stats"]["completion_tokens"] > 0
+    p = quantctl("generate", "tiny", "hi", "--raw", "--max-tokens", "50", bus=True)
+    assert p.returncode == 0, (p.returncode, p.stderr)
+    p = quantctl("generate", "tiny", PROMPT, "--raw", "--max-tokens", "2")
+    assert p.returncode == 0, (p.returncode, p.stderr)
+    st, body = post("/v1/completions", {"model": "tiny", "prompt": "hi", "max_tokens": 2, "user": "x" * 8000})
+    assert st == 200, (st, body)
+    codes = busy_code()
+    assert codes == [0] * 5, codes
+
+
+def test_small():
+    check_small()
+
+
+def test_reload_large():
+    reload(LARGE)
+    check_large()
+
+
+def test_reload_small_again():
+    reload(SMALL)
+    check_small()
+    assert "Reloading configuration." in env.log()
+
+
+def test_stop():
+    assert env.stop() == 0
+
+
+sys.exit(svc_common.run_tests(env, [
+    ("small-limits", test_small),
+    ("sighup-large-limits", test_reload_large),
+    ("sighup-small-limits", test_reload_small_again),
+    ("stop", test_stop),
+]))
