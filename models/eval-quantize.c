@@ -1,5 +1,6 @@
-/* Quantizes a whole F16/F32 GGUF model to Q8_0/Q4_0/Q4_1 with RTN, clipped RTN, GPTQ or AWQ,
- * gathering calibration activations with the evaluation forward pass. */
+/* Quantizes a whole F16/F32 GGUF model to Q8_0/Q4_0/Q4_1 with RTN, clipped RTN, GPTQ or AWQ, or to
+ * one of llama.cpp's K-quant mixes (Q4_K_M, Q4_K, Q6_K) with ggml's reference quantizers, gathering
+ * calibration activations with the evaluation forward pass. */
 #include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -182,27 +183,67 @@ typedef struct OutTensor {
         size_t size;
 } OutTensor;
 
-static int to_f32(const GgufTensor *t, float **ret) {
+static int to_f32(const GgufTensor *t, unsigned n_threads, float **ret) {
         _cleanup_free_ float *d = malloc(t->n_elements * sizeof(float));
-        size_t rb;
         int r;
 
         if (!d)
                 return -ENOMEM;
-        r = ggml_row_size(t->type, t->ne[0], &rb);
+        r = qd_ggml_dequantize_matrix(t->type, t->data, t->n_elements / t->ne[0], t->ne[0], n_threads, d);
         if (r < 0)
                 return r;
-        for (uint64_t i = 0; i < t->n_elements / t->ne[0]; i++) {
-                r = ggml_dequantize_row(t->type, (const uint8_t *) t->data + i * rb, d + i * t->ne[0], t->ne[0]);
-                if (r < 0)
-                        return r;
-        }
         *ret = TAKE_PTR(d);
         return 0;
 }
 
 static GgmlType ggml_of(QdQuantType t) {
         return t == QD_QTYPE_Q8_0 ? GGML_TYPE_Q8_0 : t == QD_QTYPE_Q4_0 ? GGML_TYPE_Q4_0 : GGML_TYPE_Q4_1;
+}
+
+/* The QdQuantType of a ggml type the models/quant algorithms handle, or QD_QTYPE_INVALID. */
+static QdQuantType qd_of(GgmlType t) {
+        return t == GGML_TYPE_Q8_0 ? QD_QTYPE_Q8_0 : t == GGML_TYPE_Q4_0 ? QD_QTYPE_Q4_0 :
+               t == GGML_TYPE_Q4_1 ? QD_QTYPE_Q4_1 : QD_QTYPE_INVALID;
+}
+
+static int alloc_ggml(GgmlType type, size_t rows, size_t cols, OutTensor *out) {
+        size_t rb;
+        int r = ggml_row_size(type, cols, &rb);
+        if (r < 0)
+                return r;
+        out->type = type;
+        out->size = rb * rows;
+        out->data = malloc(out->size);
+        return out->data ? 0 : -ENOMEM;
+}
+
+/* Blocks in the model: 1 + the largest N of a blk.N. tensor. */
+static uint32_t count_layers(const Gguf *g) {
+        uint32_t n = 0;
+        for (size_t i = 0; i < gguf_n_tensors(g); i++) {
+                unsigned l;
+                if (sscanf(gguf_tensor(g, i)->name, "blk.%u.", &l) == 1)
+                        n = MAX(n, (uint32_t) l + 1);
+        }
+        return n;
+}
+
+/* The ggml type of weight t: the K mix's, or o->type with llama.cpp's output matrix rule for the
+ * 4-bit types (Q6_K, Q8_0 for rows that are not whole super-blocks). */
+static int type_of(const QdQuantizeOptions *o, const GgufTensor *t, uint32_t n_layer, GgmlType *ret) {
+        uint32_t gt;
+        int r;
+
+        if (o->kmix != QD_KMIX_NONE) {
+                r = qd_kmix_tensor_type(o->kmix, t->name, t->ne[0], n_layer, &gt);
+                if (r < 0)
+                        return r;
+                *ret = gt;
+        } else if (streq(t->name, "output.weight") && o->type != QD_QTYPE_Q8_0)
+                *ret = t->ne[0] % QK_K == 0 ? GGML_TYPE_Q6_K : GGML_TYPE_Q8_0;
+        else
+                *ret = ggml_of(o->type);
+        return 0;
 }
 
 static int alloc_out(QdQuantType type, size_t rows, size_t cols, OutTensor *out) {
@@ -296,7 +337,7 @@ static int awq_layer(const Gguf *g, uint32_t l, const QdQuantParams *p, const Qd
                         return 0; /* not the expected layout: the generic path handles it */
         }
         for (size_t i = 0; i < 8; i++)
-                if ((r = to_f32(t[i], &f[i])) < 0)
+                if ((r = to_f32(t[i], ao->n_threads, &f[i])) < 0)
                         goto finish;
 
         size_t base = (size_t) l * _QD_EVAL_SITE_MAX;
@@ -441,9 +482,14 @@ int qd_quantize_file(const char *in_path, const char *out_path, const QdQuantize
         size_t n_t = 0;
         int r;
 
-        if (!o || (o->type != QD_QTYPE_Q8_0 && o->type != QD_QTYPE_Q4_0 && o->type != QD_QTYPE_Q4_1) ||
-            o->method < 0 || o->method >= _QD_QUANTIZE_METHOD_MAX)
+        if (!o || o->method < 0 || o->method >= _QD_QUANTIZE_METHOD_MAX || o->kmix < 0 || o->kmix >= _QD_KMIX_MAX)
                 return -EINVAL;
+        if (o->kmix == QD_KMIX_NONE && o->type != QD_QTYPE_Q8_0 && o->type != QD_QTYPE_Q4_0 &&
+            o->type != QD_QTYPE_Q4_1)
+                return -EINVAL;
+        if (o->kmix != QD_KMIX_NONE && o->method != QD_QUANTIZE_RTN)
+                return fail(ret_error, -EOPNOTSUPP, "%s is written with round to nearest only",
+                            qd_kmix_to_string(o->kmix));
         r = gguf_open(in_path, &g, ret_error);
         if (r < 0)
                 return r;
@@ -470,10 +516,12 @@ int qd_quantize_file(const char *in_path, const char *out_path, const QdQuantize
                 goto finish;
         }
         QdQuantParams p = {
-                .type = o->type,
+                .type = o->kmix != QD_KMIX_NONE ? QD_QTYPE_Q4_0 : o->type,
                 .group_size = 32,
                 .range = o->method == QD_QUANTIZE_RTN ? QD_RANGE_MINMAX : QD_RANGE_CLIP,
         };
+        uint32_t n_layer = count_layers(g);
+        uint64_t n_type[_GGML_TYPE_MAX] = {}, q_elements = 0, q_bytes = 0;
 
         if (o->method == QD_QUANTIZE_AWQ) {
                 QdAwqOptions ao = { .clip = true, .n_threads = o->n_threads };
@@ -496,46 +544,68 @@ int qd_quantize_file(const char *in_path, const char *out_path, const QdQuantize
         for (size_t i = 0; i < n_t; i++) {
                 const GgufTensor *t = gguf_tensor(g, i);
                 _cleanup_free_ float *f = NULL;
-                if (!is_weight(t) || out[i].data)
+                if (!is_weight(t) || out[i].data) /* out: done by AWQ */
                         continue;
-                bool output = streq(t->name, "output.weight");
-                QdQuantParams tp = p;
-                if (output) {
-                        /* As llama.cpp: the output matrix of 4-bit files is Q8_0, round to nearest. */
-                        tp.type = o->type == QD_QTYPE_Q8_0 ? o->type : QD_QTYPE_Q8_0;
-                        tp.range = QD_RANGE_MINMAX;
-                }
-                size_t rows = t->n_elements / t->ne[0], cols = t->ne[0];
-                if ((r = to_f32(t, &f)) < 0 || (r = alloc_out(tp.type, rows, cols, &out[i])) < 0)
+                GgmlType gt;
+                if ((r = type_of(o, t, n_layer, &gt)) < 0) {
+                        fail(ret_error, r, "no type for '%s'", t->name);
                         goto finish;
+                }
+                QdQuantParams tp = p;
+                tp.type = qd_of(gt);
+                /* The output matrix and the K-quant types: round to nearest, as llama.cpp. */
+                if (streq(t->name, "output.weight") || tp.type == QD_QTYPE_INVALID)
+                        tp.range = QD_RANGE_MINMAX;
+                size_t rows = t->n_elements / t->ne[0], cols = t->ne[0];
                 uint32_t layer;
                 int site = site_of(t->name, &layer);
-                QdHessian *h = calib.gptq && site >= 0 && layer < calib.n_layer ?
+                QdHessian *h = calib.gptq && tp.type != QD_QTYPE_INVALID && site >= 0 && layer < calib.n_layer ?
                         calib.h[(size_t) layer * _QD_EVAL_SITE_MAX + site] : NULL;
+                if ((r = alloc_ggml(gt, rows, cols, &out[i])) < 0)
+                        goto finish;
+                /* Plain RTN reads the source rows directly; the others need the f32 matrix. */
+                if ((h || tp.range != QD_RANGE_MINMAX) && (r = to_f32(t, o->n_threads, &f)) < 0)
+                        goto finish;
                 r = report(o, lo + (1.0 - lo) * done / MAX(total, (uint64_t) 1));
                 if (r < 0)
                         goto finish;
                 say(o, "[%3.0f%%] %s %s -> %s (%s)", 100.0 * done / MAX(total, (uint64_t) 1), t->name,
-                    ggml_type_name(t->type), ggml_type_name(ggml_of(tp.type)),
+                    ggml_type_name(t->type), ggml_type_name(gt),
                     h ? "gptq" : tp.range == QD_RANGE_CLIP ? "rtn-clip" : "rtn");
                 if (h) {
-                        QdGptqOptions go = { .act_order = true, .n_threads = o->n_threads };
+                        QdGptqOptions go = { .act_order = !o->gptq_no_act_order, .damp = o->gptq_damp,
+                                             .n_threads = o->n_threads };
+                        if (o->gptq_minmax)
+                                tp.range = QD_RANGE_MINMAX;
                         r = qd_gptq_quantize(&tp, &go, f, rows, cols, h, out[i].data, NULL);
-                } else if (tp.range == QD_RANGE_MINMAX) {
-                        /* Plain RTN: ggml's reference quantizer, so the bytes equal llama-quantize's
+                } else if (tp.range == QD_RANGE_MINMAX)
+                        /* Plain RTN: ggml's reference quantizers, so the bytes equal llama-quantize's
                          * (qd_quant_matrix rounds with the fp16-rounded scale and differs in a
                          * few codes). */
-                        size_t rb = out[i].size / rows;
-                        for (size_t row = 0; row < rows && r >= 0; row++)
-                                r = ggml_quantize_row(ggml_of(tp.type), f + row * cols,
-                                                      (uint8_t *) out[i].data + row * rb, cols);
-                } else
+                        r = qd_ggml_convert_matrix(t->type, t->data, gt, out[i].data, rows, cols, o->n_threads);
+                else
                         r = qd_quant_matrix(&tp, f, NULL, rows, cols, o->n_threads, out[i].data, NULL);
                 if (r < 0) {
                         fail(ret_error, r, "quantizing '%s' failed", t->name);
                         goto finish;
                 }
                 done += t->n_elements;
+        }
+        for (size_t i = 0; i < n_t; i++)
+                if (out[i].data && is_weight(gguf_tensor(g, i))) {
+                        n_type[out[i].type]++;
+                        q_elements += gguf_tensor(g, i)->n_elements;
+                        q_bytes += out[i].size;
+                }
+        {
+                char types[256] = "";
+                size_t k = 0;
+                for (int ty = 0; ty < _GGML_TYPE_MAX; ty++)
+                        if (n_type[ty] && k < sizeof(types))
+                                k += snprintf(types + k, sizeof(types) - k, "%s%s × %llu", k ? ", " : "",
+                                              ggml_type_name(ty), (unsigned long long) n_type[ty]);
+                say(o, "%.4f bits per weight over %llu quantized weights (%s)",
+                    8.0 * q_bytes / MAX(q_elements, (uint64_t) 1), (unsigned long long) q_elements, types);
         }
 
         r = gguf_writer_new(&w);
@@ -554,10 +624,13 @@ int qd_quantize_file(const char *in_path, const char *out_path, const QdQuantize
                         goto finish;
                 }
         }
-        uint32_t ftype = o->type == QD_QTYPE_Q8_0 ? 7 : o->type == QD_QTYPE_Q4_0 ? 2 : 3;
+        uint32_t ftype = o->kmix != QD_KMIX_NONE ? qd_kmix_file_type(o->kmix) :
+                         o->type == QD_QTYPE_Q8_0 ? 7 : o->type == QD_QTYPE_Q4_0 ? 2 : 3;
         if ((r = gguf_writer_add_u32(w, "general.file_type", ftype)) < 0 ||
             (r = gguf_writer_add_u32(w, "general.quantization_version", 2)) < 0 ||
-            (r = gguf_writer_add_string(w, "quantd.quantize.method", qd_quantize_method_to_string(o->method))) < 0)
+            (r = gguf_writer_add_string(w, "quantd.quantize.method",
+                                        o->kmix != QD_KMIX_NONE ? qd_kmix_to_string(o->kmix) :
+                                                                  qd_quantize_method_to_string(o->method))) < 0)
                 goto finish;
         for (size_t i = 0; i < n_t; i++) {
                 const GgufTensor *t = gguf_tensor(g, i);

@@ -35,7 +35,9 @@ static int tensor_f32(const GgufTensor *t, float *dst) {
 static double code_bits(uint32_t type) {
         switch (type) {
         case GGML_TYPE_Q8_0: return 8;
-        case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: return 4;
+        case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q4_K: return 4;
+        case GGML_TYPE_Q5_0: return 5;
+        case GGML_TYPE_Q6_K: return 6;
         case GGML_TYPE_F16: case GGML_TYPE_BF16: return 16; /* not used: float types are skipped */
         default: return 0;
         }

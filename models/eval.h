@@ -61,7 +61,15 @@ QdQuantizeMethod qd_quantize_method_from_string(const char *s);
 
 typedef struct QdQuantizeOptions {
         QdQuantType type;              /* Q8_0, Q4_0 or Q4_1 (group 32, GGUF layouts) */
+        /* Instead of type: one of llama.cpp's K-quant mixes (RTN only, ggml's reference
+         * quantizers; see qd_kmix_tensor_type()). */
+        QdKMix kmix;
         QdQuantizeMethod method;
+        /* GPTQ: dampening (0: 0.01), keep the natural column order, and plain min-max group
+         * scales instead of the clip search. */
+        float gptq_damp;
+        bool gptq_no_act_order;
+        bool gptq_minmax;
         /* Calibration (GPTQ, AWQ): tokens if given, else text (else a built-in English sample),
          * cut into n_samples windows of n_ctx tokens (0: 32 and 256). */
         const uint32_t *calib_tokens;
@@ -79,8 +87,10 @@ typedef struct QdQuantizeOptions {
 } QdQuantizeOptions;
 
 /* Reads an F32/F16/BF16 llama/qwen2 GGUF, quantizes every 2-D weight except token_embd.weight
- * (output.weight at Q8_0 for the 4-bit types, as llama.cpp's Q4_0/Q4_1), copies all metadata,
- * sets general.file_type (7 Q8_0, 2 Q4_0, 3 Q4_1) and writes out_path atomically. */
+ * (output.weight of the 4-bit types at Q6_K, or Q8_0 when its rows are not a multiple of 256, round
+ * to nearest, as llama.cpp's Q4_0/Q4_1), copies all metadata, sets general.file_type (7 Q8_0,
+ * 2 Q4_0, 3 Q4_1, or the K mix's) and writes out_path atomically. The last log message gives the
+ * bits per weight over the quantized matrices and how many tensors got each type. */
 int qd_quantize_file(const char *in_path, const char *out_path, const QdQuantizeOptions *o,
                      char **ret_error);
 

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "ggml-kquants.h"
 #include "ggml-types.h"
 #include "macro.h"
 
@@ -90,8 +91,9 @@ static inline float f32_from_bits(uint32_t u) {
         return f;
 }
 
-/* The FP16 library's branch-free conversions, as ggml uses them without F16C. */
-float qd_fp16_to_fp32(uint16_t h) {
+/* The FP16 library's branch-free conversions, as ggml uses them without F16C. Inline here so
+ * that the row loops vectorize. */
+static inline float half_to_float(uint16_t h) {
         const uint32_t w = (uint32_t)h << 16;
         const uint32_t sign = w & UINT32_C(0x80000000);
         const uint32_t two_w = w + w;
@@ -101,6 +103,10 @@ float qd_fp16_to_fp32(uint16_t h) {
         const uint32_t result =
                 sign | (two_w < (UINT32_C(1) << 27) ? f32_bits(denormalized) : f32_bits(normalized));
         return f32_from_bits(result);
+}
+
+float qd_fp16_to_fp32(uint16_t h) {
+        return half_to_float(h);
 }
 
 uint16_t qd_fp32_to_fp16(float f) {
@@ -132,16 +138,6 @@ uint16_t qd_fp32_to_bf16(float f) {
         return (uint16_t)((u + (0x7fff + ((u >> 16) & 1))) >> 16);
 }
 
-static void get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
-        if (j < 4) {
-                *d = q[j] & 63;
-                *m = q[j + 4] & 63;
-        } else {
-                *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-                *m = (q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4);
-        }
-}
-
 static void dequant_q4_k(const GgmlBlockQ4_K *x, float *y, size_t nb) {
         for (size_t i = 0; i < nb; i++) {
                 const uint8_t *q = x[i].qs;
@@ -151,9 +147,9 @@ static void dequant_q4_k(const GgmlBlockQ4_K *x, float *y, size_t nb) {
                 uint8_t sc, m;
 
                 for (int j = 0; j < QK_K; j += 64) {
-                        get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
+                        ggml_q4_k_scale_min(is + 0, x[i].scales, &sc, &m);
                         const float d1 = d * sc, m1 = min * m;
-                        get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
+                        ggml_q4_k_scale_min(is + 1, x[i].scales, &sc, &m);
                         const float d2 = d * sc, m2 = min * m;
                         for (int l = 0; l < 32; l++)
                                 *y++ = d1 * (q[l] & 0xF) - m1;
@@ -174,9 +170,9 @@ static void dequant_q5_k(const GgmlBlockQ5_K *x, float *y, size_t nb) {
                 int is = 0;
 
                 for (int j = 0; j < QK_K; j += 64) {
-                        get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
+                        ggml_q4_k_scale_min(is + 0, x[i].scales, &sc, &m);
                         const float d1 = d * sc, m1 = min * m;
-                        get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
+                        ggml_q4_k_scale_min(is + 1, x[i].scales, &sc, &m);
                         const float d2 = d * sc, m2 = min * m;
                         for (int l = 0; l < 32; l++)
                                 *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
@@ -232,7 +228,7 @@ int ggml_dequantize_row(uint32_t type, const void *src, float *dst, size_t n) {
                 for (size_t i = 0; i < n; i++) {
                         uint16_t h;
                         memcpy(&h, p + 2 * i, 2);
-                        dst[i] = qd_fp16_to_fp32(h);
+                        dst[i] = half_to_float(h);
                 }
                 break;
         }
@@ -316,11 +312,10 @@ int ggml_dequantize_row(uint32_t type, const void *src, float *dst, size_t n) {
 }
 
 static inline uint8_t nibble(float v) {
-        /* ggml: MIN(15, (int8_t)(v)); v is in [0, 16.5] for finite input */
-        if (!(v >= 0.0f))
-                return 0;
-        int i = (int)MIN(v, 127.0f);
-        return (uint8_t)MIN(15, i);
+        /* ggml: MIN(15, (int8_t)(v)); v is in [0, 16.5] for finite input. Branch-free (NaN → 0)
+         * so that the block loops vectorize. */
+        float c = v >= 0.0f ? v : 0.0f;
+        return (uint8_t)(int)(c < 15.0f ? c : 15.0f);
 }
 
 int ggml_quantize_row(uint32_t type, const float *src, void *dst, size_t n) {
@@ -403,6 +398,15 @@ int ggml_quantize_row(uint32_t type, const float *src, void *dst, size_t n) {
                 }
                 return 0;
         }
+        case GGML_TYPE_Q5_0:
+                ggml_quantize_q5_0(src, dst, nb);
+                return 0;
+        case GGML_TYPE_Q4_K:
+                ggml_quantize_q4_k(src, dst, nb);
+                return 0;
+        case GGML_TYPE_Q6_K:
+                ggml_quantize_q6_k(src, dst, nb);
+                return 0;
         default:
                 return -EOPNOTSUPP;
         }

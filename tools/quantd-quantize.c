@@ -1,5 +1,5 @@
-/* quantd-quantize: quantizes a GGUF model to Q8_0/Q4_0/Q4_1 (RTN, clipped RTN, GPTQ, AWQ), or
- * evaluates one (perplexity, KL divergence and top-1 against a reference, per-tensor SQNR). */
+/* quantd-quantize: quantizes a GGUF model to Q8_0/Q4_0/Q4_1 (RTN, clipped RTN, GPTQ, AWQ) or to
+ * llama.cpp's K-quant mixes (Q4_K_M, Q4_K, Q6_K), or evaluates one (perplexity, KL divergence and top-1 against a reference, per-tensor SQNR). */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -12,8 +12,9 @@
 #include "ggml-types.h"
 
 static void usage(FILE *f) {
-        fputs("Usage: quantd-quantize IN.gguf OUT.gguf --type q8_0|q4_0|q4_1 [--method rtn|rtn-clip|gptq|awq]\n"
-              "                       [--calib FILE] [--samples N] [--ctx L] [--threads N]\n"
+        fputs("Usage: quantd-quantize IN.gguf OUT.gguf --type q8_0|q4_0|q4_1|q4_k_m|q4_k|q6_k\n"
+              "                       [--method rtn|rtn-clip|gptq|awq] [--calib FILE] [--samples N] [--ctx L]\n"
+              "                       [--threads N] [--damp F] [--no-act-order] [--gptq-minmax]\n"
               "       quantd-quantize --eval MODEL.gguf --text FILE [--ref REF.gguf] [--ctx 512]\n"
               "                       [--chunks N] [--json]\n", f);
 }
@@ -124,7 +125,7 @@ static void print_table(const char *model, const char *ref, const QdEvalReport *
 
 int main(int argc, char **argv) {
         enum { ARG_TYPE = 0x100, ARG_METHOD, ARG_CALIB, ARG_SAMPLES, ARG_CTX, ARG_EVAL, ARG_TEXT, ARG_REF,
-               ARG_JSON, ARG_THREADS, ARG_CHUNKS };
+               ARG_JSON, ARG_THREADS, ARG_CHUNKS, ARG_DAMP, ARG_NO_ACT_ORDER, ARG_GPTQ_MINMAX };
         static const struct option opts[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "type", required_argument, NULL, ARG_TYPE },
@@ -138,6 +139,9 @@ int main(int argc, char **argv) {
                 { "ref", required_argument, NULL, ARG_REF },
                 { "chunks", required_argument, NULL, ARG_CHUNKS },
                 { "json", no_argument, NULL, ARG_JSON },
+                { "damp", required_argument, NULL, ARG_DAMP },
+                { "no-act-order", no_argument, NULL, ARG_NO_ACT_ORDER },
+                { "gptq-minmax", no_argument, NULL, ARG_GPTQ_MINMAX },
                 {}
         };
         const char *calib = NULL, *eval = NULL, *text = NULL, *ref = NULL;
@@ -154,12 +158,23 @@ int main(int argc, char **argv) {
                         usage(stdout);
                         return 0;
                 case ARG_TYPE:
-                        qo.type = qd_quant_type_from_string(optarg);
+                        qo.kmix = qd_kmix_from_string(optarg);
+                        qo.type = qo.kmix != QD_KMIX_NONE ? QD_QTYPE_Q4_0 : qd_quant_type_from_string(optarg);
                         if (qo.type != QD_QTYPE_Q8_0 && qo.type != QD_QTYPE_Q4_0 && qo.type != QD_QTYPE_Q4_1) {
-                                fprintf(stderr, "Unsupported --type '%s' (q8_0, q4_0, q4_1)\n", optarg);
+                                fprintf(stderr, "Unsupported --type '%s' (q8_0, q4_0, q4_1, q4_k_m, q4_k, q6_k)\n",
+                                        optarg);
                                 return 2;
                         }
                         break;
+                case ARG_DAMP:
+                        qo.gptq_damp = strtof(optarg, NULL);
+                        if (!(qo.gptq_damp > 0 && qo.gptq_damp < 10)) {
+                                fprintf(stderr, "--damp wants a number in (0, 10)\n");
+                                return 2;
+                        }
+                        break;
+                case ARG_NO_ACT_ORDER: qo.gptq_no_act_order = true; break;
+                case ARG_GPTQ_MINMAX: qo.gptq_minmax = true; break;
                 case ARG_METHOD:
                         qo.method = qd_quantize_method_from_string(optarg);
                         if (qo.method < 0) {

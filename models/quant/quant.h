@@ -45,6 +45,42 @@ size_t qd_quant_block_bytes(QdQuantType t, unsigned group_size);
 /* Bytes for a row of n elements; -EINVAL if n is not a multiple of the group size. */
 int qd_quant_row_size(QdQuantType t, unsigned group_size, size_t n, size_t *ret);
 
+/* llama.cpp's K-quant file types (models/quant/quant-kmix.c): the ggml type llama-quantize gives
+ * each 2-D weight. Q4_K_M: Q6_K for output.weight and for attn_v / ffn_down in the layers
+ * qd_kmix_more_bits() picks, Q4_K elsewhere; Q4_K: Q4_K everywhere (llama-quantize --pure);
+ * Q6_K: Q6_K everywhere. A row that is not a multiple of 256 falls back as llama.cpp does: Q4_K
+ * to Q5_0, Q6_K to Q8_0, output.weight to Q8_0. token_embd.weight is the caller's choice. */
+typedef enum QdKMix {
+        QD_KMIX_NONE,
+        QD_KMIX_Q4_K_M,
+        QD_KMIX_Q4_K,
+        QD_KMIX_Q6_K,
+        _QD_KMIX_MAX,
+} QdKMix;
+
+const char *qd_kmix_to_string(QdKMix m);  /* "q4_k_m", "q4_k", "q6_k"; NULL for NONE */
+QdKMix qd_kmix_from_string(const char *s); /* case-insensitive; QD_KMIX_NONE if unknown */
+/* llama.cpp's general.file_type for the mix (LLAMA_FTYPE_MOSTLY_Q4_K_M = 15, Q4_K_S = 14,
+ * Q6_K = 18). */
+uint32_t qd_kmix_file_type(QdKMix m);
+/* use_more_bits(): layer < n/8, layer >= 7n/8, or (layer − n/8) % 3 == 2. */
+bool qd_kmix_more_bits(uint32_t layer, uint32_t n_layer);
+/* The ggml type (GgmlType number) of the weight called name ("output.weight",
+ * "blk.N.attn_v.weight", ...) with ne0 elements per row in a model of n_layer blocks. -EINVAL if
+ * ne0 is not a multiple of 32. */
+int qd_kmix_tensor_type(QdKMix m, const char *name, uint64_t ne0, uint32_t n_layer, uint32_t *ret_type);
+/* ggml_quantize_row() (ggml's reference quantizers, K-quants included) over the rows of W
+ * [rows × cols] into dst (rows · ggml_row_size bytes), in tiles of 16 rows on n_threads threads;
+ * the bytes do not depend on n_threads. */
+int qd_ggml_quantize_matrix(uint32_t type, const float *w, size_t rows, size_t cols, unsigned n_threads,
+                            void *dst);
+/* The reverse: ggml_dequantize_row() over rows × cols elements of src into dst, threaded alike. */
+int qd_ggml_dequantize_matrix(uint32_t type, const void *src, size_t rows, size_t cols, unsigned n_threads,
+                              float *dst);
+/* Both in one pass, a row at a time (no f32 copy of the matrix): src of src_type → dst of type. */
+int qd_ggml_convert_matrix(uint32_t src_type, const void *src, uint32_t type, void *dst, size_t rows, size_t cols,
+                           unsigned n_threads);
+
 /* ---- round-to-nearest ------------------------------------------------------------------- */
 
 typedef enum QdQuantRange {

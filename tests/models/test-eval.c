@@ -189,6 +189,78 @@ static void eval(const char *path, const char *ref, const uint32_t *tok, QdEvalR
                ret->n_tensors);
 }
 
+/* llama.cpp's Q4_K_M mix on a model with 256-wide rows (8 layers: Q6_K for attn_v/ffn_down in
+ * layers 0, 3, 6, 7 and for output.weight, Q4_K elsewhere) and on the 64-wide fixture (the
+ * fallbacks Q5_0 / Q8_0): the types, general.file_type 15, ggml's reference bytes, and the file
+ * loading back through the evaluation and the engine. */
+static void test_kmix(const char *dir, const char *f16, const uint32_t *tok) {
+        static const FixtureSpec wide = {
+                .arch = "llama", .n_vocab = 96, .n_embd = 256, .n_layer = 8, .n_head = 4, .n_head_kv = 2,
+                .n_ff = 512, .wtype = GGML_TYPE_F16, .rope_base = 10000.0f, .seed = 11,
+        };
+        _cleanup_free_ char *wf16 = NULL, *wq = NULL, *nq = NULL;
+        QdEvalReport rep = {};
+        uint32_t v;
+
+        assert(asprintf(&wf16, "%s/wide-f16.gguf", dir) > 0 && asprintf(&wq, "%s/wide-q4_k_m.gguf", dir) > 0 &&
+               asprintf(&nq, "%s/q4_k_m.gguf", dir) > 0);
+        assert(fixture_write(&wide, wf16) == 0);
+        QdQuantizeOptions o = { .kmix = QD_KMIX_Q4_K_M, .method = QD_QUANTIZE_RTN, .n_threads = 2 };
+        assert(qd_quantize_file(wf16, wq, &o, NULL) == 0);
+        assert(qd_quantize_file(f16, nq, &o, NULL) == 0);
+        o.method = QD_QUANTIZE_GPTQ;
+        assert(qd_quantize_file(wf16, wq, &o, NULL) == -EOPNOTSUPP);
+
+        _cleanup_(gguf_closep) Gguf *a = NULL, *b = NULL, *n = NULL;
+        assert(gguf_open(wf16, &a, NULL) == 0 && gguf_open(wq, &b, NULL) == 0 && gguf_open(nq, &n, NULL) == 0);
+        assert(gguf_get_u32(b, "general.file_type", &v) == 0 && v == 15);
+        assert(gguf_get_u32(n, "general.file_type", &v) == 0 && v == 15);
+        size_t n_q = 0;
+        for (size_t i = 0; i < gguf_n_tensors(b); i++) {
+                const GgufTensor *tb = gguf_tensor(b, i), *ta = gguf_find_tensor(a, tb->name);
+                const GgufTensor *tn = gguf_find_tensor(n, tb->name);
+                unsigned l = 0;
+                bool more = sscanf(tb->name, "blk.%u.", &l) == 1 && (l == 0 || l == 3 || l == 6 || l == 7) &&
+                            (strstr(tb->name, "attn_v.") || strstr(tb->name, "ffn_down."));
+                GgmlType want = ta->n_dims == 1 ? ta->type :
+                                streq(tb->name, "token_embd.weight") ? GGML_TYPE_F16 :
+                                streq(tb->name, "output.weight") || more ? GGML_TYPE_Q6_K : GGML_TYPE_Q4_K;
+                assert(tb->type == want);
+                if (want != GGML_TYPE_Q4_K && want != GGML_TYPE_Q6_K)
+                        continue;
+                /* ggml's reference quantizer on the F16 weights, byte for byte */
+                _cleanup_free_ float *f = malloc(ta->n_elements * sizeof(float));
+                _cleanup_free_ uint8_t *q = malloc(tb->size);
+                assert(f && q && ggml_dequantize_row(ta->type, ta->data, f, ta->n_elements) == 0);
+                assert(ggml_quantize_row(want, f, q, ta->n_elements) == 0);
+                assert(memcmp(q, tb->data, tb->size) == 0);
+                n_q++;
+                /* the 64-wide model of 2 layers (more bits in layer 1): Q4_K falls back to Q5_0,
+                 * Q6_K to Q8_0 */
+                if (tn && l < 2) {
+                        bool nmore = streq(tn->name, "output.weight") ||
+                                     (l == 1 && (strstr(tn->name, "attn_v.") || strstr(tn->name, "ffn_down.")));
+                        assert(tn->type == (nmore ? GGML_TYPE_Q8_0 : GGML_TYPE_Q5_0));
+                }
+        }
+        assert(n_q == 8 * 7 + 1);
+        check_engine(wq, tok);
+        check_engine(nq, tok);
+
+        /* Back through the evaluation: 4.5-bit blocks plus Q6_K, between Q4_0's and Q8_0's sizes,
+         * and close to F16. */
+        QdEvalOptions eo = { .n_ctx = N_CTX };
+        assert(qd_eval_tokens(wq, wf16, tok, N_TOKENS, -1, &eo, &rep) == 0);
+        printf("q4_k_m (256-wide): ppl %.4f (ref %.4f) kl mean %.3g top1 %.3f bpw %.3f\n", rep.ppl.ppl,
+               rep.ref_ppl.ppl, rep.dist.kl_mean, rep.dist.top1, rep.bpw);
+        assert(rep.bpw > 4.5 && rep.bpw < 5.5);
+        assert(isfinite(rep.dist.kl_mean) && rep.dist.kl_mean < 0.05 && rep.dist.top1 > 0.8);
+        assert(rep.n_tensors == n_q);
+        for (size_t i = 0; i < rep.n_tensors; i++)
+                assert(rep.tensors[i].sqnr_db > (rep.tensors[i].type == GGML_TYPE_Q6_K ? 28 : 18));
+        qd_eval_report_done(&rep);
+}
+
 /* The progress callback: fractions rise within [0, 1]; a negative answer stops the work. */
 typedef struct Prog {
         double last;
@@ -270,6 +342,7 @@ int main(void) {
         check_rtn_bytes(f16, q4, GGML_TYPE_Q4_0);
         check_engine(q4, tok);
         check_engine(q4a, tok);
+        test_kmix(dir, f16, tok);
 
         eval(f16, f16, tok, &rf);
         assert(rf.dist.kl_mean < 1e-9 && rf.dist.top1 == 1 && rf.ppl.ppl == rf.ref_ppl.ppl);

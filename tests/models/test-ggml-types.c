@@ -167,8 +167,9 @@ static void test_q5(void) {
         static const float expect5[8] = {17, 5.5f, 51, 11.5f, 84, 14, 84, 14};
         for (int i = 0; i < QK_K; i++)
                 CHECK(y[i] == expect5[i / 32]);
-        /* no quantizer for these */
-        CHECK(ggml_quantize_row(GGML_TYPE_Q5_0, y, &b0, 32) == -EOPNOTSUPP);
+        /* no quantizer for these (Q5_0's is tested in test-quant-kquants) */
+        CHECK(ggml_quantize_row(GGML_TYPE_Q5_1, y, &b1, 32) == -EOPNOTSUPP);
+        CHECK(ggml_quantize_row(GGML_TYPE_Q5_K, y, &k5, QK_K) == -EOPNOTSUPP);
 }
 
 int main(void) {

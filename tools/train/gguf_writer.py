@@ -24,6 +24,9 @@ _SCALAR = {UINT8: "<B", INT8: "<b", UINT16: "<H", INT16: "<h", UINT32: "<I", INT
 # ggml tensor types used here
 GGML_F32, GGML_F16 = 0, 1
 _GGML_SIZE = {GGML_F32: 4, GGML_F16: 2}
+# Block types the reader accepts (ggml type: elements per block, bytes per block); eval-gguf.py
+# dequantizes them.
+GGML_BLOCKS = {2: (32, 18), 3: (32, 20), 6: (32, 22), 8: (32, 34), 12: (256, 144), 14: (256, 210)}
 
 
 def _str(s):
@@ -144,12 +147,15 @@ def read_gguf(path):
         data_start = c.pos + (-c.pos % align)
         tensors = []
         for name, t, dims, off in infos:
-                if t not in _GGML_SIZE:
+                if t not in _GGML_SIZE and t not in GGML_BLOCKS:
                         raise ValueError("%s: unsupported tensor type %d" % (name, t))
                 n = 1
                 for d in dims:
                         n *= d
-                nbytes = n * _GGML_SIZE[t]
+                if t in GGML_BLOCKS:
+                        nbytes = n // GGML_BLOCKS[t][0] * GGML_BLOCKS[t][1]
+                else:
+                        nbytes = n * _GGML_SIZE[t]
                 start = data_start + off
                 if off % align or start + nbytes > len(buf):
                         raise ValueError("%s: bad extent" % name)
