@@ -218,6 +218,7 @@ static int run_check(QvkDevice *d) {
                 { 1, 32, 1 }, { 130, 256, 2 }, { 67, 160, 65 }, { 300, 512, 1 },
                 { 5, 4096, 1 }, { 129, 1024, 5 }, { 70, 320, 9 },
                 { 21, 4352, 2 }, { 9, 8448, 1 },  /* several shared-memory tiles, the last partial */
+                { 44, 256, 12 }, { 132, 96, 17 }, { 40, 320, 32 },  /* aligned column groups (batch split) */
         };
         static const Shape odd_k[] = {  /* F32/F16 only: k not a multiple of 8 or 32 */
                 { 37, 97, 1 }, { 19, 33, 4 }, { 33, 45, 20 }, { 3, 7, 1 },

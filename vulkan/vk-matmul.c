@@ -90,6 +90,24 @@ static void matvec_dot_shape(uint32_t *ret_wg, uint32_t *ret_rows) {
         *ret_rows = MIN(rows, 8u);
 }
 
+/* Columns up to which a product on a cooperative-matrix device runs as batched matrix-vector
+ * passes of at most MATVEC_MAX_COLS columns (weights read once per pass) instead of the
+ * matrix-matrix kernel, whose time at small n is that of n = 512 (it is latency-bound): a batched
+ * decode of 9-32 sequences. $QUANTD_VK_BATCH_SPLIT_MAX overrides it on any device (8 turns it
+ * off; tests set it on lavapipe, which has no cooperative matrices). */
+static uint32_t batch_split_max(QvkDevice *d, QvkWeightType wt) {
+        if (qvk_ext_type(wt))
+                return MATVEC_MAX_COLS;
+        return env_u32("QUANTD_VK_BATCH_SPLIT_MAX", d->coopmat ? 32 : MATVEC_MAX_COLS);
+}
+
+/* Even groups of columns of at most MATVEC_MAX_COLS, or 0 where n is not split. */
+static uint32_t batch_split_cols(QvkDevice *d, QvkWeightType wt, uint32_t n) {
+        if (n <= MATVEC_MAX_COLS || n > batch_split_max(d, wt))
+                return 0;
+        return DIV_ROUND_UP(n, DIV_ROUND_UP(n, MATVEC_MAX_COLS));
+}
+
 static void variant_name(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t k, uint32_t n, char *buf,
                          size_t len, const char **ret_kind) {
         const char *st = fast_storage(d) ? "" : "_u32";
@@ -125,8 +143,11 @@ const char *qvk_matmul_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32
         if (qvk_ext_type(wt)) return qvk_ext_kernel(d, wt, x_f16, k, n);
         if (wt >= _QVK_W_MAX || n == 0)
                 return NULL;
-        variant_name(d, wt, x_f16, k, n, name, sizeof(name), &kind);
-        if (n > MATVEC_MAX_COLS)
+        uint32_t g = batch_split_cols(d, wt, n);
+        variant_name(d, wt, x_f16, k, g ? g : n, name, sizeof(name), &kind);
+        if (g)
+                snprintf(out, sizeof(out), "%s n=%u x%u passes", name, g, DIV_ROUND_UP(n, g));
+        else if (n > MATVEC_MAX_COLS)
                 snprintf(out, sizeof(out), "%s", name);
         else
                 snprintf(out, sizeof(out), "%s n=%u", name, n);
@@ -172,6 +193,31 @@ static int matvec_dot(QvkCmd *c, const char *name, QvkBinding w, uint32_t m, uin
         return qvk_cmd_dispatch(c, p, b, 3, 1u << 2, &push, sizeof(push), gx, gy, 1);
 }
 
+static int matmul_one(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k,
+                      QvkBinding x, bool x_f16, uint32_t n, QvkBinding y, QvkBinding scratch);
+
+/* The product as passes over groups of g columns; -EAGAIN where a group's X or Y offset would
+ * break the binding alignment (the caller then takes the matrix-matrix kernel). */
+static int matmul_column_groups(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k,
+                                QvkBinding x, bool x_f16, uint32_t n, QvkBinding y, QvkBinding scratch,
+                                uint32_t g) {
+        QvkDevice *d = qvk_cmd_device(c);
+        uint64_t align = MAX(d->min_storage_align, (uint64_t) 16), xcol = (uint64_t) k * (x_f16 ? 2 : 4);
+        int r;
+
+        if ((x.offset + g * xcol) % align || (y.offset + (uint64_t) g * m * 4) % align)
+                return -EAGAIN;
+        for (uint32_t j0 = 0; j0 < n; j0 += g) {
+                uint32_t cols = MIN(g, n - j0);
+                QvkBinding xg = { x.buf, x.offset + j0 * xcol, cols * xcol };
+                QvkBinding yg = { y.buf, y.offset + (uint64_t) j0 * m * 4, (uint64_t) cols * m * 4 };
+                r = matmul_one(c, wt, w, m, k, xg, x_f16, cols, yg, scratch);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 /* One product whose bindings each fit in maxStorageBufferRange. */
 static int matmul_one(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k,
                       QvkBinding x, bool x_f16, uint32_t n, QvkBinding y, QvkBinding scratch) {
@@ -195,6 +241,12 @@ static int matmul_one(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uin
         /* The kernels read weights, activations and scratch with 16-byte vector loads. */
         if (w.offset % 16 || x.offset % 16 || scratch.offset % 16)
                 return -EINVAL;
+        uint32_t g = batch_split_cols(d, wt, n);
+        if (g > 0) {
+                r = matmul_column_groups(c, wt, w, m, k, x, x_f16, n, y, scratch, g);
+                if (r != -EAGAIN)
+                        return r;
+        }
         variant_name(d, wt, x_f16, k, n, name, sizeof(name), &kind);
 
         if (startswith(kind, "matmul")) {
