@@ -90,22 +90,25 @@ static void matvec_dot_shape(uint32_t *ret_wg, uint32_t *ret_rows) {
         *ret_rows = MIN(rows, 8u);
 }
 
-/* Columns up to which a product on a cooperative-matrix device runs as batched matrix-vector
- * passes of at most MATVEC_MAX_COLS columns (weights read once per pass) instead of the
- * matrix-matrix kernel, whose time at small n is that of n = 512 (it is latency-bound): a batched
- * decode of 9-32 sequences. $QUANTD_VK_BATCH_SPLIT_MAX overrides it on any device (8 turns it
+/* Columns up to which a product of block-format weights on a cooperative-matrix device runs as
+ * batched matrix-vector passes of at most MATVEC_MAX_COLS columns (weights read once per pass)
+ * instead of the matrix-matrix kernel, whose time at small n is that of n = 512 (it is
+ * latency-bound): a batched decode of 9-32 sequences. $QUANTD_VK_BATCH_SPLIT_MAX overrides it on any device (8 turns it
  * off; tests set it on lavapipe, which has no cooperative matrices). */
 static uint32_t batch_split_max(QvkDevice *d, QvkWeightType wt) {
         if (qvk_ext_type(wt))
                 return MATVEC_MAX_COLS;
-        return env_u32("QUANTD_VK_BATCH_SPLIT_MAX", d->coopmat ? 32 : MATVEC_MAX_COLS);
+        /* Block formats only by default: on the H100 a batched decode of 16 went from 412 to 757
+         * tok/s (Q8_0) and 424 to 893 (Q4_0), but F16 fell from 498 to 387. */
+        return env_u32("QUANTD_VK_BATCH_SPLIT_MAX", d->coopmat && is_block_type(wt) ? 32 : MATVEC_MAX_COLS);
 }
 
-/* Even groups of columns of at most MATVEC_MAX_COLS, or 0 where n is not split. */
+/* Columns per pass (MATVEC_MAX_COLS, the last pass takes the rest), or 0 where n is not split.
+ * Groups of 8 keep every group's X and Y offsets at multiples of 32 bytes. */
 static uint32_t batch_split_cols(QvkDevice *d, QvkWeightType wt, uint32_t n) {
         if (n <= MATVEC_MAX_COLS || n > batch_split_max(d, wt))
                 return 0;
-        return DIV_ROUND_UP(n, DIV_ROUND_UP(n, MATVEC_MAX_COLS));
+        return MATVEC_MAX_COLS;
 }
 
 static void variant_name(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t k, uint32_t n, char *buf,
@@ -140,10 +143,16 @@ const char *qvk_matmul_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32
         char name[96];
         const char *kind;
 
-        if (qvk_ext_type(wt)) return qvk_ext_kernel(d, wt, x_f16, k, n);
+        if (qvk_ext_type(wt))
+                return qvk_ext_kernel(d, wt, x_f16, k, n);
         if (wt >= _QVK_W_MAX || n == 0)
                 return NULL;
+        /* Split as matmul_column_groups() does for bindings at offset 0 (whatever m is, where
+         * the storage-buffer alignment is at most 32 bytes). */
         uint32_t g = batch_split_cols(d, wt, n);
+        if (g && (MAX(d->min_storage_align, (uint64_t) 16) > 32 ||
+                  ((uint64_t) g * k * (x_f16 ? 2 : 4)) % MAX(d->min_storage_align, (uint64_t) 16)))
+                g = 0;
         variant_name(d, wt, x_f16, k, g ? g : n, name, sizeof(name), &kind);
         if (g)
                 snprintf(out, sizeof(out), "%s n=%u x%u passes", name, g, DIV_ROUND_UP(n, g));
@@ -205,7 +214,7 @@ static int matmul_column_groups(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint3
         uint64_t align = MAX(d->min_storage_align, (uint64_t) 16), xcol = (uint64_t) k * (x_f16 ? 2 : 4);
         int r;
 
-        if ((x.offset + g * xcol) % align || (y.offset + (uint64_t) g * m * 4) % align)
+        if (x.offset % align || y.offset % align || (g * xcol) % align || ((uint64_t) g * m * 4) % align)
                 return -EAGAIN;
         for (uint32_t j0 = 0; j0 < n; j0 += g) {
                 uint32_t cols = MIN(g, n - j0);

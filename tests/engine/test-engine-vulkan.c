@@ -174,10 +174,23 @@ static void check_switch(QdEngine *cpu, QdEngine *gpu, const char *path, uint32_
 
 #define N_BATCH_MAX 10
 
+/* At int8/int4 the decode step of one sequence quantizes its activations inside the op that
+ * produces them (RMSNorm, attention, SiLU), a batch in a dispatch of its own. Lavapipe gives
+ * both the same bits, but a compiler may contract the float arithmetic of two shader variants
+ * differently (the H100's does), and one int8 step more or less in an activation moves the
+ * logits by ~1e-4 nmse. Both paths are held to the CPU reference above; here, at a quantized
+ * precision, they must give the same tokens and logits within these bounds. */
+#define BATCH_Q_NMSE 1e-3
+#define BATCH_Q_LOGPROB 5e-2f
+
 /* Steps seqs[0..n) in one batch and refs[0..n) (the same prompts, same model) one by one;
- * tokens must be equal and logits within bound. */
+ * tokens must be equal, log-probabilities within 1e-3 (BATCH_Q_LOGPROB at a quantized
+ * precision or past 8 columns) and logits within bound. */
 static void batch_vs_single(QdModel *m, QdSequence **seqs, QdSequence **refs, const QdSampling *const *smps,
                             size_t n, uint32_t V, double bound, double *worst) {
+        /* more than 8 columns may take the cooperative-matrix kernel, which rounds the
+         * activations to fp16: logits within 1e-5 nmse, log-probabilities within ~1e-2 */
+        float lp_tol = qd_model_get_precision(m) == QD_PRECISION_F16 && n <= 8 ? 1e-3f : BATCH_Q_LOGPROB;
         int32_t tb[N_BATCH_MAX], ts;
         float lb[N_BATCH_MAX], ls;
 
@@ -189,7 +202,7 @@ static void batch_vs_single(QdModel *m, QdSequence **seqs, QdSequence **refs, co
                         printf("  batch of %zu, column %zu: token %d != alone %d  FAILED\n", n, i, tb[i], ts);
                         failures++;
                 }
-                if (!(lb[i] <= 0 && fabsf(lb[i] - ls) < 1e-3f)) {
+                if (!(lb[i] <= 0 && fabsf(lb[i] - ls) < lp_tol)) {
                         printf("  batch of %zu, column %zu: logprob %g != alone %g  FAILED\n", n, i, lb[i], ls);
                         failures++;
                 }
@@ -206,7 +219,7 @@ static void check_batch(QdEngine *gpu, const char *path, uint32_t V, double boun
         static const uint32_t finish[] = { 9, 4, 9, 6 }; /* steps before leaving the batch */
         const size_t NS = ELEMENTSOF(prompt);
         QdSequence *bs[N_BATCH_MAX], *br[N_BATCH_MAX];
-        double worst = 0;
+        double worst = 0, qbound = MAX(bound, BATCH_Q_NMSE);
         char what[96];
         int32_t tok[32];
 
@@ -234,14 +247,19 @@ static void check_batch(QdEngine *gpu, const char *path, uint32_t V, double boun
                                 br[n++] = refs[i];
                         }
                 batch_vs_single(m, bs, br, NULL, n, V, bound, &worst);
+                if (step == 2) {
+                        snprintf(what, sizeof(what), "batch of %zu vs alone, 3 fp16 steps: nmse", NS);
+                        expect(worst < bound, what, worst, bound);
+                        worst = 0;
+                }
         }
-        snprintf(what, sizeof(what), "batch of %zu vs alone, 9 greedy steps: nmse", NS);
-        expect(worst < bound, what, worst, bound);
+        snprintf(what, sizeof(what), "batch vs alone, 6 int8/int4 steps: nmse");
+        expect(worst < qbound, what, worst, qbound);
 
-        /* A batch of 1 is a single step. */
+        /* A batch of 1 is a single step (int4 now). */
         worst = 0;
         batch_vs_single(m, &seqs[1], &refs[1], NULL, 1, V, bound, &worst);
-        expect(worst < bound, "batch of 1 vs alone: nmse", worst, bound);
+        expect(worst < qbound, "batch of 1 vs alone: nmse", worst, qbound);
 
         /* A sampled column next to greedy ones: same seeded draw from the same logits. */
         QdSampling smp, greedy;
@@ -254,7 +272,7 @@ static void check_batch(QdEngine *gpu, const char *path, uint32_t V, double boun
         worst = 0;
         for (int k = 0; k < 2; k++)
                 batch_vs_single(m, seqs, refs, smps, 3, V, bound, &worst);
-        expect(worst < bound, "batch with a sampled column: nmse", worst, bound);
+        expect(worst < qbound, "batch with a sampled column: nmse", worst, qbound);
 
         /* A repeated sequence or a full one is refused, nothing is stepped. */
         _cleanup_(qd_sequence_freep) QdSequence *full = NULL;
@@ -268,7 +286,8 @@ static void check_batch(QdEngine *gpu, const char *path, uint32_t V, double boun
         assert(qd_model_step_batch(m, bs, NULL, 2, NULL, NULL) == -ENOSPC);
         assert(qd_sequence_length(seqs[0]) == len0 && qd_sequence_length(full) == 4);
 
-        /* More than 8 columns: the matrix-matrix kernel. In fp16: the quantized formats'
+        /* More than 8 columns: the matrix-matrix kernel (passes of 8 columns through the batched
+         * matrix-vector kernels on cooperative-matrix devices). In fp16: the quantized formats'
          * matrix-vector kernels may quantize the activations (int-dot), the matrix-matrix
          * kernel does not, so only fp16 compares within the tight bound. */
         assert(qd_model_set_precision(m, QD_PRECISION_F16) == 0);
