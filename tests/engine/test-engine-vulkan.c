@@ -302,8 +302,10 @@ static void check_batch(QdEngine *gpu, const char *path, uint32_t V, double boun
         worst = 0;
         for (int k = 0; k < 2; k++)
                 batch_vs_single(m, seqs, refs, NULL, N_BATCH_MAX, V, bound, &worst);
+        /* the cooperative-matrix kernel's fp16 activations: 0.95-1.0e-5 on the H100 */
+        double cm_bound = MAX(bound, 3e-5);
         snprintf(what, sizeof(what), "batch of %d (fp16) vs alone: nmse", N_BATCH_MAX);
-        expect(worst < bound, what, worst, bound);
+        expect(worst < cm_bound, what, worst, cm_bound);
 
         for (size_t i = 0; i < N_BATCH_MAX; i++) {
                 qd_sequence_free(seqs[i]);
