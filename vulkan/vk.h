@@ -7,7 +7,9 @@
  * QUANTD_VK_MATVEC_DOT_WG / _ROWS the same for the int-dot matrix-vector kernel,
  * QUANTD_VK_MAX_STORAGE_RANGE / QUANTD_VK_MAX_ALLOCATION=bytes (lower the device's
  * maxStorageBufferRange / maxMemoryAllocationSize, never raise them, so that the splitting of
- * large tensors runs on any device, lavapipe in CI included).
+ * large tensors runs on any device, lavapipe in CI included), QUANTD_VK_BATCH_SPLIT_MAX=n
+ * (products of 9..n columns as passes of 8 through the matrix-vector kernels; default 32 for
+ * block formats on cooperative-matrix devices, else 8, i.e. off).
  * All functions return 0 or a negative errno (-ENODEV no device, -ENOMEM, -EIO for VkResult
  * failures, -EOPNOTSUPP for a missing feature); none of them logs above debug level. */
 #pragma once
