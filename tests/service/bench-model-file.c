@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "bench-model.h"
+#include "fixture-vocab.h"
 #include "ggml-types.h"
 #include "gguf.h"
 #include "macro.h"
@@ -36,25 +37,6 @@ static void *to_q4_0(const uint16_t *src, uint64_t ne0, uint64_t ne1, size_t *re
         free(row);
         *ret_size = out ? rb * ne1 : 0;
         return out;
-}
-
-static size_t byte_to_utf8(unsigned b, char *out) {
-        unsigned cp, n = 0;
-        if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))
-                cp = b;
-        else {
-                for (unsigned k = 0; k < b; k++)
-                        if (!((k >= 33 && k <= 126) || (k >= 161 && k <= 172) || (k >= 174 && k <= 255)))
-                                n++;
-                cp = 256 + n;
-        }
-        if (cp < 0x80) {
-                out[0] = (char) cp;
-                return 1;
-        }
-        out[0] = (char) (0xC0 | (cp >> 6));
-        out[1] = (char) (0x80 | (cp & 0x3F));
-        return 2;
 }
 
 int main(int argc, char *argv[]) {
@@ -88,7 +70,7 @@ int main(int argc, char *argv[]) {
         for (unsigned i = 0; i < V; i++) {
                 char s[32] = {};
                 if (i < 256)
-                        byte_to_utf8(i, s);
+                        fixture_gpt2_byte(i, s);
                 else
                         snprintf(s, sizeof(s), "\xc4\xa0w%u", i);
                 tok[i] = strdup(s);
