@@ -27,6 +27,17 @@ bool qvk_env_flag(const char *name) {
         return e && *e && !streq(e, "0");
 }
 
+uint32_t qvk_env_u32(const char *name, uint32_t def, uint32_t max) {
+        const char *e = getenv(name);
+        char *end;
+        unsigned long v;
+
+        if (!e || !*e)
+                return def;
+        v = strtoul(e, &end, 0);
+        return *end || v == 0 || v > max ? def : (uint32_t) v;
+}
+
 bool qvk_validation_enabled(void) {
         return qvk_env_flag("QUANTD_VK_VALIDATION");
 }

@@ -58,6 +58,8 @@ void qvk_instance_free(VkInstance instance, VkDebugUtilsMessengerEXT messenger);
 bool qvk_validation_enabled(void);
 int qvk_result_to_errno(VkResult r);
 bool qvk_env_flag(const char *name);
+/* $name as a number in 1..max (any strtoul base), else def: the tuning switches. */
+uint32_t qvk_env_u32(const char *name, uint32_t def, uint32_t max);
 
 /* vk-device.c */
 int qvk_device_features_query(QvkDevice *d, VkPhysicalDevice phys);

@@ -57,24 +57,13 @@ uint64_t qvk_ext_row_bytes(QvkWeightType t, uint32_t k) {
         return (uint64_t) k / ext_types[t].group * ext_types[t].bytes;
 }
 
-static uint32_t env_u32(const char *name, uint32_t def, uint32_t max) {
-        const char *e = getenv(name);
-        char *end;
-        unsigned long v;
-
-        if (!e || !*e)
-                return def;
-        v = strtoul(e, &end, 0);
-        return *end || v == 0 || v > max ? def : (uint32_t) v;
-}
-
 /* Workgroup size (a power of two: the shared-memory reduction halves it) and rows per
  * workgroup; $QUANTD_VK_MATVEC_EXT_WG / _ROWS override them for tuning. */
 static void ext_matvec_shape(uint32_t *ret_wg, uint32_t *ret_rows) {
-        uint32_t wg = env_u32("QUANTD_VK_MATVEC_EXT_WG", 128, 1024);
+        uint32_t wg = qvk_env_u32("QUANTD_VK_MATVEC_EXT_WG", 128, 1024);
 
         *ret_wg = wg & (wg - 1) ? 128 : wg;
-        *ret_rows = env_u32("QUANTD_VK_MATVEC_EXT_ROWS", 2, 8);
+        *ret_rows = qvk_env_u32("QUANTD_VK_MATVEC_EXT_ROWS", 2, 8);
 }
 
 static void ext_variant(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t n, char *buf, size_t len) {

@@ -58,21 +58,11 @@ static bool startswith(const char *s, const char *prefix) {
         return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-static uint32_t env_u32(const char *name, uint32_t def) {
-        const char *e = getenv(name);
-        char *end;
-        unsigned long v;
-
-        if (!e || !*e)
-                return def;
-        v = strtoul(e, &end, 0);
-        return *end || v == 0 || v > 1024 ? def : (uint32_t) v;
-}
-
 /* Workgroup size (power of two, for the shared-memory reduction) and rows per workgroup of
  * the matrix-vector kernels; $QUANTD_VK_MATVEC_WG / _ROWS override them for tuning. */
 static void matvec_shape(uint32_t *ret_wg, uint32_t *ret_rows) {
-        uint32_t wg = env_u32("QUANTD_VK_MATVEC_WG", 128), rows = env_u32("QUANTD_VK_MATVEC_ROWS", 2);
+        uint32_t wg = qvk_env_u32("QUANTD_VK_MATVEC_WG", 128, 1024);
+        uint32_t rows = qvk_env_u32("QUANTD_VK_MATVEC_ROWS", 2, 1024);
 
         if (wg & (wg - 1))
                 wg = 128;
@@ -82,7 +72,8 @@ static void matvec_shape(uint32_t *ret_wg, uint32_t *ret_rows) {
 
 /* The same for the int-dot kernel: $QUANTD_VK_MATVEC_DOT_WG / _ROWS. */
 static void matvec_dot_shape(uint32_t *ret_wg, uint32_t *ret_rows) {
-        uint32_t wg = env_u32("QUANTD_VK_MATVEC_DOT_WG", 128), rows = env_u32("QUANTD_VK_MATVEC_DOT_ROWS", 2);
+        uint32_t wg = qvk_env_u32("QUANTD_VK_MATVEC_DOT_WG", 128, 1024);
+        uint32_t rows = qvk_env_u32("QUANTD_VK_MATVEC_DOT_ROWS", 2, 1024);
 
         if (wg & (wg - 1))
                 wg = 128;
@@ -100,7 +91,9 @@ static uint32_t batch_split_max(QvkDevice *d, QvkWeightType wt) {
                 return MATVEC_MAX_COLS;
         /* Block formats only by default: on the H100 a batched decode of 16 went from 412 to 757
          * tok/s (Q8_0) and 424 to 893 (Q4_0), but F16 fell from 498 to 387. */
-        return env_u32("QUANTD_VK_BATCH_SPLIT_MAX", d->coopmat && is_block_type(wt) ? 32 : MATVEC_MAX_COLS);
+        uint32_t def = d->coopmat && is_block_type(wt) ? 32 : MATVEC_MAX_COLS;
+
+        return qvk_env_u32("QUANTD_VK_BATCH_SPLIT_MAX", def, 1024);
 }
 
 /* Columns per pass (MATVEC_MAX_COLS, the last pass takes the rest), or 0 where n is not split.
@@ -121,7 +114,7 @@ static void variant_name(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t k,
                  * tiles (twice the workgroups), $QUANTD_VK_COOPMAT_TILE_N=64. On the H100 it wins
                  * where the grid is small (1024x4096x512: 91 vs 116 us) and loses where it fills
                  * the GPU (4096x4096x512: 184 vs 125 us); TODO: pick it by grid size. */
-                bool n64 = env_u32("QUANTD_VK_COOPMAT_TILE_N", 128) == 64;
+                bool n64 = qvk_env_u32("QUANTD_VK_COOPMAT_TILE_N", 128, 1024) == 64;
                 const char *cm = k % 8 ? "" : n64 ? "_fn64" : "_f";
                 snprintf(buf, len, "matmul_coopmat%s_%s_%s%s", cm, wtypes[wt].name, x_f16 ? "f16" : "f32",
                          st);
