@@ -59,21 +59,11 @@ static bool startswith(const char *s, const char *prefix) {
 }
 
 /* Workgroup size (power of two, for the shared-memory reduction) and rows per workgroup of
- * the matrix-vector kernels; $QUANTD_VK_MATVEC_WG / _ROWS override them for tuning. */
-static void matvec_shape(uint32_t *ret_wg, uint32_t *ret_rows) {
-        uint32_t wg = qvk_env_u32("QUANTD_VK_MATVEC_WG", 128, 1024);
-        uint32_t rows = qvk_env_u32("QUANTD_VK_MATVEC_ROWS", 2, 1024);
-
-        if (wg & (wg - 1))
-                wg = 128;
-        *ret_wg = wg;
-        *ret_rows = MIN(rows, 8u);
-}
-
-/* The same for the int-dot kernel: $QUANTD_VK_MATVEC_DOT_WG / _ROWS. */
-static void matvec_dot_shape(uint32_t *ret_wg, uint32_t *ret_rows) {
-        uint32_t wg = qvk_env_u32("QUANTD_VK_MATVEC_DOT_WG", 128, 1024);
-        uint32_t rows = qvk_env_u32("QUANTD_VK_MATVEC_DOT_ROWS", 2, 1024);
+ * the matrix-vector kernels; $QUANTD_VK_MATVEC_WG / _ROWS override them for tuning, and
+ * $QUANTD_VK_MATVEC_DOT_WG / _ROWS those of the int-dot kernel. */
+static void matvec_shape(bool dot, uint32_t *ret_wg, uint32_t *ret_rows) {
+        uint32_t wg = qvk_env_u32(dot ? "QUANTD_VK_MATVEC_DOT_WG" : "QUANTD_VK_MATVEC_WG", 128, 1024);
+        uint32_t rows = qvk_env_u32(dot ? "QUANTD_VK_MATVEC_DOT_ROWS" : "QUANTD_VK_MATVEC_ROWS", 2, 1024);
 
         if (wg & (wg - 1))
                 wg = 128;
@@ -175,18 +165,19 @@ static void grid(uint32_t groups, uint32_t *ret_x, uint32_t *ret_y) {
         *ret_y = DIV_ROUND_UP(groups, gx);
 }
 
-/* The int-dot matrix-vector kernel over activations already quantized into xq. */
-static int matvec_dot(QvkCmd *c, const char *name, QvkBinding w, uint32_t m, uint32_t k, QvkBinding xq,
-                      uint32_t n, QvkBinding y) {
+/* A matrix-vector kernel over x, or for the int-dot kernel (dot) over activations already
+ * quantized into x. */
+static int matvec(QvkCmd *c, const char *name, bool dot, QvkBinding w, uint32_t m, uint32_t k,
+                  QvkBinding x, uint32_t n, QvkBinding y) {
         QvkDevice *d = qvk_cmd_device(c);
         uint32_t wg, rows, gx, gy;
         QvkPipeline *p;
         int r;
 
-        matvec_dot_shape(&wg, &rows);
+        matvec_shape(dot, &wg, &rows);
         uint32_t spec[] = { wg, rows, n };
         MatPush push = { m, k, n, 0 };
-        QvkBinding b[3] = { w, xq, y };
+        QvkBinding b[3] = { w, x, y };
         r = qvk_pipeline_get(d, name, spec, ELEMENTSOF(spec), 3, sizeof(push), &p);
         if (r < 0)
                 return r;
@@ -229,7 +220,6 @@ static int matmul_one(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uin
         MatPush push = { m, k, n, 0 };
         char name[96];
         const char *kind;
-        uint32_t gx, gy;
         int r;
 
         if (qvk_ext_type(wt))
@@ -273,19 +263,9 @@ static int matmul_one(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uin
                 r = qvk_quantize_act(c, x, x_f16, k, n, scratch);
                 if (r < 0)
                         return r;
-                return matvec_dot(c, name, w, m, k, scratch, n, y);
+                return matvec(c, name, true, w, m, k, scratch, n, y);
         }
-
-        uint32_t wg, rows;
-        matvec_shape(&wg, &rows);
-        uint32_t spec[] = { wg, rows, n };
-        b[0] = w, b[1] = x, b[2] = y;
-        r = qvk_pipeline_get(d, name, spec, ELEMENTSOF(spec), 3, sizeof(push), &p);
-        if (r < 0)
-                return r;
-        grid(DIV_ROUND_UP(m, rows), &gx, &gy);
-        push.gx = gx;
-        return qvk_cmd_dispatch(c, p, b, 3, 1u << 2, &push, sizeof(push), gx, gy, 1);
+        return matvec(c, name, false, w, m, k, x, n, y);
 }
 
 /* size bytes of buf from offset, as far as the buffer goes (a bad range fails at dispatch). */
@@ -472,5 +452,5 @@ int qvk_matmul_q8(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_
         if (m == 0)
                 return 0;
         variant_name(d, wt, false, k, n, name, sizeof(name), &kind);
-        return matvec_dot(c, name, w, m, k, xq, n, y);
+        return matvec(c, name, true, w, m, k, xq, n, y);
 }
