@@ -7,33 +7,9 @@
 #include <glob.h>
 #include <unistd.h>
 
-#include "macro.h"
-#include "vk.h"
+#include "vk-test.h"
 
 #define N 1000u  /* not a multiple of the workgroup size */
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkDevice *, qvk_device_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkBuffer *, qvk_buffer_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkCmd *, qvk_cmd_free);
-
-#define CHECK(expr)                                                                   \
-        do {                                                                          \
-                int _r = (expr);                                                      \
-                if (_r < 0) {                                                         \
-                        fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, \
-                                #expr, strerror(-_r));                                \
-                        return EXIT_FAILURE;                                          \
-                }                                                                     \
-        } while (0)
-
-#define ASSERT(cond)                                                                     \
-        do {                                                                             \
-                if (!(cond)) {                                                           \
-                        fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, \
-                                #cond);                                                  \
-                        return EXIT_FAILURE;                                             \
-                }                                                                        \
-        } while (0)
 
 int main(void) {
         _cleanup_(qvk_device_freep) QvkDevice *d = NULL;
@@ -47,11 +23,7 @@ int main(void) {
         const QvkFeatures *f;
         int r;
 
-        r = qvk_device_new(NULL, NULL, &d);
-        if (r == -ENODEV) {
-                fprintf(stderr, "no Vulkan device, skipping\n");
-                return 77;
-        }
+        r = vk_test_device_new(&d);
         CHECK(r);
         f = qvk_device_features(d);
         printf("device: %s (%s), driver %s, api %u.%u\n", f->name, f->type, f->driver,

@@ -5,21 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "macro.h"
-#include "vk.h"
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkDevice *, qvk_device_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkBuffer *, qvk_buffer_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkCmd *, qvk_cmd_free);
-
-#define ASSERT(cond)                                                                         \
-        do {                                                                                 \
-                if (!(cond)) {                                                               \
-                        fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, \
-                                #cond);                                                      \
-                        return EXIT_FAILURE;                                                 \
-                }                                                                            \
-        } while (0)
+#include "vk-test.h"
 
 int main(void) {
         _cleanup_(qvk_device_freep) QvkDevice *d = NULL;
@@ -48,11 +34,7 @@ int main(void) {
         }
         ASSERT(qvk_weight_row_bytes(QVK_W_Q4_0, 64) == 36);  /* the GGUF types are unchanged */
 
-        r = qvk_device_new(NULL, NULL, &d);
-        if (r == -ENODEV) {
-                fprintf(stderr, "no Vulkan device, skipping\n");
-                return 77;
-        }
+        r = vk_test_device_new(&d);
         ASSERT(r >= 0);
         ASSERT(qvk_buffer_new(d, 4096, QVK_MEM_DEVICE, &w) >= 0);
         ASSERT(qvk_buffer_new(d, 4096, QVK_MEM_DEVICE, &x) >= 0);

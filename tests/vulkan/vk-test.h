@@ -1,0 +1,45 @@
+/* What the tests of vulkan/ share: cleanup helpers, assertions that fail the test, and the
+ * device (or meson's "skipped" where there is none). */
+#pragma once
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "macro.h"
+#include "vk.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(QvkDevice *, qvk_device_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(QvkBuffer *, qvk_buffer_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(QvkCmd *, qvk_cmd_free);
+
+#define CHECK(expr)                                                                   \
+        do {                                                                          \
+                int _r = (expr);                                                      \
+                if (_r < 0) {                                                         \
+                        fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, \
+                                #expr, strerror(-_r));                                \
+                        return EXIT_FAILURE;                                          \
+                }                                                                     \
+        } while (0)
+
+#define ASSERT(cond)                                                                         \
+        do {                                                                                 \
+                if (!(cond)) {                                                               \
+                        fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, \
+                                #cond);                                                      \
+                        return EXIT_FAILURE;                                                 \
+                }                                                                            \
+        } while (0)
+
+/* The default device; exits with 77 (skipped) where there is no Vulkan device. */
+static inline int vk_test_device_new(QvkDevice **ret) {
+        int r = qvk_device_new(NULL, NULL, ret);
+
+        if (r == -ENODEV) {
+                fprintf(stderr, "no Vulkan device, skipping\n");
+                exit(77);
+        }
+        return r;
+}
