@@ -3,6 +3,7 @@ random model fixture, and the daemon's log dumped only when a test fails."""
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,31 @@ def need(cond, why):
     if not cond:
         print("SKIP:", why)
         sys.exit(SKIP)
+
+
+def notify_listen(directory):
+    """A datagram socket bound at directory/notify for the daemon's sd_notify messages (the
+    NOTIFY_SOCKET to set); returns (path, socket)."""
+    path = os.path.join(directory, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    return path, sock
+
+
+def recv_until(sock, want, timeout, seen=None):
+    """The first sd_notify message on sock for which want(msg) holds, within timeout seconds;
+    every message received is appended to seen (shown if none matches)."""
+    end, seen = time.time() + timeout, [] if seen is None else seen
+    while time.time() < end:
+        sock.settimeout(max(0.01, end - time.time()))
+        try:
+            msg = sock.recv(4096).decode()
+        except socket.timeout:
+            break
+        seen.append(msg)
+        if want(msg):
+            return msg
+    raise AssertionError("not received in %.0f s; got %r" % (timeout, seen))
 
 
 def start_bus(directory, name):

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import svc_common  # noqa: E402
@@ -39,9 +38,7 @@ max_request_bytes = 1M
 env = svc_common.Env(SMALL)
 svc_common.need(env.quantctl and os.path.exists(env.quantctl), "QUANTCTL_BIN not set")
 SOCK = os.path.join(env.dir, "quantd.sock")
-NOTIFY = os.path.join(env.dir, "notify")
-notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-notify.bind(NOTIFY)
+NOTIFY, notify = svc_common.notify_listen(env.dir)
 env.env["NOTIFY_SOCKET"] = NOTIFY
 env.start()
 held = []
@@ -50,20 +47,6 @@ held = []
 def quantctl(*args, bus=False):
     base = [env.quantctl] + (["--address", env.address] if bus else ["--socket", SOCK])
     return subprocess.run(base + list(args), capture_output=True, text=True, timeout=60, env=env.env)
-
-
-def recv_until(want, timeout):
-    end, seen = time.time() + timeout, []
-    while time.time() < end:
-        notify.settimeout(max(0.01, end - time.time()))
-        try:
-            msg = notify.recv(4096).decode()
-        except socket.timeout:
-            break
-        seen.append(msg)
-        if want(msg):
-            return msg
-    raise AssertionError("not received in %.0f s; got %r" % (timeout, seen))
 
 
 def reload(text):
@@ -77,8 +60,8 @@ def reload(text):
     except BlockingIOError:
         pass
     env.daemon.send_signal(signal.SIGHUP)
-    recv_until(lambda m: "RELOADING=1" in m.split("\n"), 10)
-    recv_until(lambda m: "READY=1" in m.split("\n"), 10)
+    svc_common.recv_until(notify, lambda m: "RELOADING=1" in m.split("\n"), 10)
+    svc_common.recv_until(notify, lambda m: "READY=1" in m.split("\n"), 10)
 
 
 PROMPT = "hello world, " * 40     # over 40 tokens, under 400

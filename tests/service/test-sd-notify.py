@@ -17,40 +17,24 @@ import svc_common  # noqa: E402
 env = svc_common.Env("[limits]\nmax_batch = 2\n")
 
 
-def recv_until(sock, want, timeout, seen):
-    end = time.time() + timeout
-    while time.time() < end:
-        sock.settimeout(max(0.01, end - time.time()))
-        try:
-            msg = sock.recv(4096).decode()
-        except socket.timeout:
-            break
-        seen.append(msg)
-        if want(msg):
-            return msg
-    raise AssertionError("not received in %.0f s; got %r" % (timeout, seen))
-
-
 def test_notify():
-    path = os.path.join(env.dir, "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
+    path, sock = svc_common.notify_listen(env.dir)
     seen = []
     env.env.update(NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
     env.start(wait=False)
     try:
-        recv_until(sock, lambda m: "READY=1" in m.split("\n"), 30, seen)
-        status = recv_until(sock, lambda m: m.startswith("STATUS="), 5, seen)
+        svc_common.recv_until(sock, lambda m: "READY=1" in m.split("\n"), 30, seen)
+        status = svc_common.recv_until(sock, lambda m: m.startswith("STATUS="), 5, seen)
         assert "1 model(s): tiny:fp16" in status, status
         t0 = time.time()
-        recv_until(sock, lambda m: m == "WATCHDOG=1", 2, seen)
-        recv_until(sock, lambda m: m == "WATCHDOG=1", 2, seen)
+        svc_common.recv_until(sock, lambda m: m == "WATCHDOG=1", 2, seen)
+        svc_common.recv_until(sock, lambda m: m == "WATCHDOG=1", 2, seen)
         assert time.time() - t0 < 1.0, "watchdog pings too slow"
         env.daemon.send_signal(signal.SIGHUP)
-        recv_until(sock, lambda m: "RELOADING=1" in m and "MONOTONIC_USEC=" in m, 10, seen)
-        recv_until(sock, lambda m: "READY=1" in m, 10, seen)
+        svc_common.recv_until(sock, lambda m: "RELOADING=1" in m and "MONOTONIC_USEC=" in m, 10, seen)
+        svc_common.recv_until(sock, lambda m: "READY=1" in m, 10, seen)
         env.daemon.send_signal(signal.SIGTERM)
-        recv_until(sock, lambda m: "STOPPING=1" in m, 10, seen)
+        svc_common.recv_until(sock, lambda m: "STOPPING=1" in m, 10, seen)
         rc = env.stop()
         assert rc == 0, rc
     finally:
