@@ -8,6 +8,7 @@
 #include <string.h>
 #include <systemd/sd-bus.h>
 
+#include "bus-util.h"
 #include "config.h"
 #include "macro.h"
 #include "quantctl.h"
@@ -73,17 +74,9 @@ static int connect_bus(sd_bus **ret) {
         sd_bus *bus = NULL;
         int r;
 
-        if (arg_address) {
-                r = sd_bus_new(&bus);
-                if (r >= 0)
-                        r = sd_bus_set_address(bus, arg_address);
-                if (r >= 0)
-                        r = sd_bus_set_bus_client(bus, true);
-                if (r >= 0)
-                        r = sd_bus_start(bus);
-                if (r < 0)
-                        bus = sd_bus_unref(bus);
-        } else if (arg_bus == BUS_SYSTEM || (arg_bus == BUS_DEFAULT && getuid() == 0))
+        if (arg_address)
+                r = bus_open_address(arg_address, &bus);
+        else if (arg_bus == BUS_SYSTEM || (arg_bus == BUS_DEFAULT && getuid() == 0))
                 r = sd_bus_open_system(&bus);
         else
                 r = sd_bus_open_user(&bus);

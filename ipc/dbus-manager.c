@@ -6,6 +6,7 @@
 #include "config.h"
 #include "daemon-config.h"
 #include "log.h" /* first: util/macro.h before <sys/param.h> */
+#include "bus-util.h"
 #include "dbus-internal.h"
 
 int dbus_reply_errno(sd_bus_message *m, int r, sd_bus_error *error, const char *what) {
@@ -470,19 +471,9 @@ static int open_bus(bool user, sd_bus **ret) {
         sd_bus *bus = NULL;
         int r;
 
-        if (address && *address) {
-                r = sd_bus_new(&bus);
-                if (r >= 0)
-                        r = sd_bus_set_address(bus, address);
-                if (r >= 0)
-                        r = sd_bus_set_bus_client(bus, true);
-                if (r >= 0)
-                        r = sd_bus_start(bus);
-                if (r < 0) {
-                        sd_bus_unref(bus);
-                        return r;
-                }
-        } else
+        if (address && *address)
+                r = bus_open_address(address, &bus);
+        else
                 r = user ? sd_bus_open_user(&bus) : sd_bus_open_system(&bus);
         if (r < 0)
                 return r;

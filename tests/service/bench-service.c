@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bus-util.h"
 #include "macro.h"
 
 static const char *arg_address, *arg_socket, *arg_model, *arg_prompt = "Once upon a time";
@@ -87,15 +88,9 @@ static int run_dbus(Client *c) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         int r;
 
-        if (arg_address) {
-                r = sd_bus_new(&bus);
-                if (r >= 0)
-                        r = sd_bus_set_address(bus, arg_address);
-                if (r >= 0)
-                        r = sd_bus_set_bus_client(bus, true);
-                if (r >= 0)
-                        r = sd_bus_start(bus);
-        } else
+        if (arg_address)
+                r = bus_open_address(arg_address, &bus);
+        else
                 r = sd_bus_open_user(&bus);
         if (r >= 0)
                 r = sd_bus_add_filter(bus, &slot, on_message, c);
