@@ -359,11 +359,7 @@ int http_models(const char *socket, char **args, int n) {
 
         if (x != EXIT_OK)
                 return x;
-        if (arg_json) {
-                json_dumpf(models, stdout, JSON_INDENT(2));
-                putchar('\n');
-        } else
-                print_models(models);
+        print_models(models);
         json_decref(models);
         return EXIT_OK;
 }

@@ -181,7 +181,7 @@ static int collect_models(sd_bus *bus, json_t *arr, sd_bus_error *error) {
         return r;
 }
 
-void print_models(json_t *arr) {
+static void print_model_table(json_t *arr) {
         size_t i;
         json_t *o;
 
@@ -235,8 +235,17 @@ void print_status(json_t *st) {
                 printf("Requests: %" JSON_INTEGER_FORMAT " running, %" JSON_INTEGER_FORMAT " queued\n",
                        json_integer_value(json_object_get(st, "ActiveRequests")),
                        json_integer_value(json_object_get(st, "QueuedRequests")));
-                print_models(models);
+                print_model_table(models);
         }
+}
+
+/* The models' properties: the JSON array, or a table. */
+void print_models(json_t *arr) {
+        if (arg_json) {
+                json_dumpf(arr, stdout, JSON_INDENT(2));
+                putchar('\n');
+        } else
+                print_model_table(arr);
 }
 
 static int cmd_models(sd_bus *bus, char **args, int n) {
@@ -249,11 +258,7 @@ static int cmd_models(sd_bus *bus, char **args, int n) {
                 json_decref(models);
                 return error_exit(&error, r, "Cannot list models");
         }
-        if (arg_json) {
-                json_dumpf(models, stdout, JSON_INDENT(2));
-                putchar('\n');
-        } else
-                print_models(models);
+        print_models(models);
         json_decref(models);
         return EXIT_OK;
 }
