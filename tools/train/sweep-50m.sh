@@ -9,8 +9,6 @@
 set -euo pipefail
 data=$1 out=$2 secs=$3 seed=${4:-1}
 here=$(dirname "$0")
-work=$(mktemp -d)
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
 
 # 768 wide (every row a whole number of 256-element K-quant super-blocks), 7 layers, 12 query /
 # 4 KV heads of 64, SwiGLU 2048: 50,343,168 parameters.
@@ -20,39 +18,6 @@ configs=(
   "b --dropout 0.3 --max-epochs 14"
   "c --dropout 0.4 --max-epochs 24"
 )
-pids=()
-for cfg in "${configs[@]}"; do
-  read -r -a argv <<<"$cfg"
-  name=${argv[0]}
-  python3 "$here/train.py" --data "$data" --out "$work/$name.gguf" --seconds "$secs" \
-    --seed "$seed" "${model[@]}" "${argv[@]:1}" >"$work/$name.log" 2>&1 &
-  pids+=($!)
-done
-fail=0
-for p in "${pids[@]}"; do wait "$p" || fail=1; done
-for cfg in "${configs[@]}"; do
-  name=${cfg%% *}
-  echo "===== run $name: ${model[*]} $cfg" >>"$out/train.log"
-  cat "$work/$name.log" >>"$out/train.log"
-  cp "$work/$name.json" "$out/run-$name.json" 2>/dev/null || true
-done
-[ "$fail" = 0 ] || { tail -n 30 "$work"/*.log; exit 1; }
-
-best=$(python3 - "$work" <<'PY'
-import json, sys, glob
-runs = []
-for p in sorted(glob.glob(sys.argv[1] + "/*.json")):
-        r = json.load(open(p))
-        m = r["f16_fp32"]
-        runs.append((m["val_loss"], p[:-5]))
-        print("%s: val loss %.4f, val ppl %.3f, test ppl %.3f (llama.cpp protocol), "
-              "epochs %.1f, best step %d of %d, %d tokens/s" % (p, m["val_loss"], m["val_ppl_llamacpp"][0],
-              m["test_ppl_llamacpp"][0], r["epochs"], r["best_step"], r["steps"], r["tokens_per_s"]),
-              file=sys.stderr)
-print(min(runs)[1])
-PY
-)
-echo "chosen: $best" | tee -a "$out/train.log"
-cp "$best.json" "$out/chosen.json"
+. "$here/sweep-runs.sh"
 cp "$best.gguf" "$out/quantd-kjv-50m.gguf"
 sha256sum "$out/quantd-kjv-50m.gguf" | tee -a "$out/train.log"
