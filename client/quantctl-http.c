@@ -428,11 +428,7 @@ int http_policy(const char *socket, char **args, int n) {
 
         if (x != EXIT_OK)
                 return x;
-        if (arg_json) {
-                json_dumpf(o, stdout, JSON_COMPACT);
-                putchar('\n');
-        } else
-                print_policy(o);
+        print_policy(o);
         json_decref(o);
         return EXIT_OK;
 }

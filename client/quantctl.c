@@ -347,10 +347,16 @@ static void print_num(const char *label, json_t *v, const char *unit) {
                 printf("  %-22s -\n", label);
 }
 
+/* The policy's JSON as one line, or as text. */
 void print_policy(json_t *o) {
         json_t *src = json_object_get(o, "sources"), *dec = json_object_get(o, "decision"), *v;
         size_t i;
 
+        if (arg_json) {
+                json_dumpf(o, stdout, JSON_COMPACT);
+                putchar('\n');
+                return;
+        }
         printf("Policy: %s; cap %s (%s)\n", jstr(o, "policy"), jstr(dec, "cap"), jstr(dec, "reason"));
         if (json_is_true(json_object_get(dec, "dwell_holding")))
                 printf("  holding %s until the dwell time has passed\n", jstr(dec, "cap"));
@@ -436,9 +442,6 @@ static int cmd_policy(sd_bus *bus, char **args, int n) {
         o = json_loads(text, 0, NULL);
         if (!o) {
                 fputs(text, stdout);
-                putchar('\n');
-        } else if (arg_json) {
-                json_dumpf(o, stdout, JSON_COMPACT);
                 putchar('\n');
         } else
                 print_policy(o);
