@@ -406,6 +406,17 @@ int http_conn_reply_json(HttpConn *c, unsigned status, json_t *body) {
         return reply_raw(c, status, "application/json", s, n + 1, NULL);
 }
 
+int http_conn_reply_json_take(HttpConn *c, unsigned status, json_t *body) {
+        int r;
+
+        if (!body)
+                return http_conn_reply_error(c, 500, "server_error", "internal_error",
+                                             "Could not build the response");
+        r = http_conn_reply_json(c, status, body);
+        json_decref(body);
+        return r;
+}
+
 static int reply_error_va(HttpConn *c, unsigned status, const char *type, const char *code,
                           const char *extra, const char *format, va_list ap) _printf_(6, 0);
 static int reply_error_va(HttpConn *c, unsigned status, const char *type, const char *code,

@@ -91,6 +91,8 @@ bool http_conn_unanswered(HttpConn *c);
 
 /* Complete answers; each ends the current request. body is not stolen. */
 int http_conn_reply_json(HttpConn *c, unsigned status, json_t *body);
+/* The same, taking the reference; a NULL body (a failed json_pack) is answered with 500. */
+int http_conn_reply_json_take(HttpConn *c, unsigned status, json_t *body);
 int http_conn_reply_error(HttpConn *c, unsigned status, const char *type, const char *code,
                           const char *format, ...) _printf_(5, 6);
 /* The answer for a negative errno from the backend. */

@@ -11,17 +11,6 @@ static const HttpBackend *backend(HttpConn *c, void **ret_ctx) {
         return ctx->backend;
 }
 
-static int reply_take(HttpConn *c, unsigned status, json_t *j) {
-        int r;
-
-        if (!j)
-                return http_conn_reply_error(c, 500, "server_error", "internal_error",
-                                             "Could not build the response");
-        r = http_conn_reply_json(c, status, j);
-        json_decref(j);
-        return r;
-}
-
 /* A string member: NULL when absent; a 400 answered (and -EBADMSG) when of another type. */
 static int get_string(HttpConn *c, json_t *o, const char *key, bool required, const char **ret) {
         json_t *v = json_object_get(o, key);
@@ -75,7 +64,7 @@ int http_native_status(HttpConn *c, const HttpRequest *req, const char *arg) {
         if (!j)
                 return -ENOMEM;
         json_object_set_new(j, "version", json_string(QUANTD_HTTP_VERSION));
-        return reply_take(c, 200, j);
+        return http_conn_reply_json_take(c, 200, j);
 }
 
 int http_native_models(HttpConn *c, const HttpRequest *req, const char *arg) {
@@ -91,7 +80,7 @@ int http_native_models(HttpConn *c, const HttpRequest *req, const char *arg) {
                         break;
                 json_array_append_new(a, http_model_status_json(&st));
         }
-        return reply_take(c, 200, json_pack("{s:o}", "models", a));
+        return http_conn_reply_json_take(c, 200, json_pack("{s:o}", "models", a));
 }
 
 int http_native_load(HttpConn *c, const HttpRequest *req, const char *arg) {
@@ -122,7 +111,7 @@ int http_native_load(HttpConn *c, const HttpRequest *req, const char *arg) {
                 (void) http_conn_reply_errno(c, r, "load");
                 goto done;
         }
-        (void) reply_take(c, 200, json_pack("{s:s,s:b}", "name", loaded ? loaded : strna(name), "loaded", 1));
+        (void) http_conn_reply_json_take(c, 200, json_pack("{s:s,s:b}", "name", loaded ? loaded : strna(name), "loaded", 1));
 done:
         json_decref(body);
         return 0;
@@ -143,7 +132,7 @@ int http_native_unload(HttpConn *c, const HttpRequest *req, const char *arg) {
         if (r < 0)
                 (void) http_conn_reply_errno(c, r, name);
         else
-                (void) reply_take(c, 200, json_pack("{s:s,s:b}", "name", name, "unloaded", 1));
+                (void) http_conn_reply_json_take(c, 200, json_pack("{s:s,s:b}", "name", name, "unloaded", 1));
 done:
         json_decref(body);
         return 0;
@@ -176,7 +165,7 @@ int http_native_tokenize(HttpConn *c, const HttpRequest *req, const char *arg) {
         json_t *a = json_array();
         for (size_t i = 0; a && i < n; i++)
                 json_array_append_new(a, json_integer(tokens[i]));
-        (void) reply_take(c, 200, a ? json_pack("{s:o,s:I}", "tokens", a, "count", (json_int_t) n) : NULL);
+        (void) http_conn_reply_json_take(c, 200, a ? json_pack("{s:o,s:I}", "tokens", a, "count", (json_int_t) n) : NULL);
 done:
         json_decref(body);
         return 0;
@@ -221,7 +210,7 @@ int http_native_detokenize(HttpConn *c, const HttpRequest *req, const char *arg)
         if (r < 0)
                 (void) http_conn_reply_errno(c, r, model);
         else
-                (void) reply_take(c, 200, json_pack("{s:o}", "text", http_json_text(text, strlen(text))));
+                (void) http_conn_reply_json_take(c, 200, json_pack("{s:o}", "text", http_json_text(text, strlen(text))));
 done:
         json_decref(body);
         return 0;
@@ -251,7 +240,7 @@ int http_native_precision(HttpConn *c, const HttpRequest *req, const char *arg) 
         if (r < 0)
                 (void) http_conn_reply_errno(c, r, arg);
         else
-                (void) reply_take(c, 200, json_pack("{s:s,s:s}", "model", arg, "precision", prec));
+                (void) http_conn_reply_json_take(c, 200, json_pack("{s:s,s:s}", "model", arg, "precision", prec));
 done:
         json_decref(body);
         return 0;
@@ -263,7 +252,7 @@ int http_native_policy(HttpConn *c, const HttpRequest *req, const char *arg) {
         int r;
 
         if (!ctx->policy_hook)
-                return reply_take(c, 200, json_pack("{s:b}", "available", 0));
+                return http_conn_reply_json_take(c, 200, json_pack("{s:b}", "available", 0));
         /* The same object as D-Bus GetPolicy(): the models' precisions, then the policy's state. */
         j = json_object();
         models = json_array();
@@ -290,7 +279,7 @@ int http_native_policy(HttpConn *c, const HttpRequest *req, const char *arg) {
         }
         if (!json_object_get(j, "available"))
                 json_object_set_new(j, "available", json_true());
-        return reply_take(c, 200, j);
+        return http_conn_reply_json_take(c, 200, j);
 }
 
 /* A non-negative integer member, 0 when absent; a 400 answered (and -EBADMSG) otherwise. */
@@ -338,7 +327,7 @@ static int start_job(HttpConn *c, const HttpRequest *req, JobKind kind) {
                 (void) http_conn_reply_errno(c, r, kind == JOB_QUANTIZE ? "quantize" : "evaluate");
                 goto done;
         }
-        (void) reply_take(c, 202, json_pack("{s:I,s:s}", "id", (json_int_t) id, "state", "queued"));
+        (void) http_conn_reply_json_take(c, 202, json_pack("{s:I,s:s}", "id", (json_int_t) id, "state", "queued"));
 done:
         json_decref(body);
         return 0;
@@ -378,7 +367,7 @@ int http_native_job(HttpConn *c, const HttpRequest *req, const char *arg) {
                 r = b->job_json ? b->job_json(bctx, id, &j) : -EOPNOTSUPP;
         if (r < 0)
                 return http_conn_reply_errno(c, r, "job");
-        return reply_take(c, 200, j);
+        return http_conn_reply_json_take(c, 200, j);
 }
 
 int http_native_job_cancel(HttpConn *c, const HttpRequest *req, const char *arg) {
@@ -392,5 +381,5 @@ int http_native_job_cancel(HttpConn *c, const HttpRequest *req, const char *arg)
                 r = b->cancel_job ? b->cancel_job(bctx, http_conn_caller(c), id) : -EOPNOTSUPP;
         if (r < 0)
                 return http_conn_reply_errno(c, r, "job");
-        return reply_take(c, 200, json_pack("{s:I,s:b}", "id", (json_int_t) id, "cancelled", 1));
+        return http_conn_reply_json_take(c, 200, json_pack("{s:I,s:b}", "id", (json_int_t) id, "cancelled", 1));
 }

@@ -481,12 +481,7 @@ static void finish_whole(Job *j, const char *reason, const GenStats *st) {
                 resp = json_pack("{s:s,s:o,s:s,s:o}", "id", j->id, "text",
                                  http_json_text(j->text ? j->text : "", j->text_size), "finish_reason", reason,
                                  "stats", stats_json(st));
-                if (!resp)
-                        (void) http_conn_reply_error(j->conn, 500, "server_error", "internal_error",
-                                                     "Could not build the response");
-                else
-                        (void) http_conn_reply_json(j->conn, 200, resp);
-                json_decref(resp);
+                (void) http_conn_reply_json_take(j->conn, 200, resp);
                 return;
         }
         if (j->logprobs) {
@@ -505,12 +500,7 @@ static void finish_whole(Job *j, const char *reason, const GenStats *st) {
                          j->chat ? "chat.completion" : "text_completion", "created", j->created, "model",
                          json_string_value(json_object_get(j->body, "model")), "choices", choice, "usage",
                          usage_json(st));
-        if (!resp)
-                (void) http_conn_reply_error(j->conn, 500, "server_error", "internal_error",
-                                             "Could not build the response");
-        else
-                (void) http_conn_reply_json(j->conn, 200, resp);
-        json_decref(resp);
+        (void) http_conn_reply_json_take(j->conn, 200, resp);
 }
 
 static void on_finished(GenRequest *r, const char *reason, const GenStats *st, void *userdata) {

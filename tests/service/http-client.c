@@ -121,3 +121,9 @@ size_t sse_events(const char *body, char ***ret) {
         *ret = l;
         return n;
 }
+
+void sse_events_free(char **ev, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(ev[i]);
+        free(ev);
+}

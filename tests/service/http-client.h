@@ -26,6 +26,7 @@ char *response_header(const Response *r, const char *name);
 json_t *response_json(const Response *r);
 /* The "data: ..." payloads of an SSE body, in order: n events, "[DONE]" included as a string. */
 size_t sse_events(const char *body, char ***ret);
+void sse_events_free(char **ev, size_t n);
 
 #define CHECK(cond)                                                                     \
         do {                                                                            \

@@ -354,9 +354,7 @@ static void test_completions(void) {
         size_t n = sse_events(sr.body, &ev);
         CHECK(sr.status == 200 && n == 3 && strcmp(ev[2], "[DONE]") == 0);
         CHECK(strstr(ev[0], "\"role\":\"assistant\"") && strstr(ev[1], "\"finish_reason\":\"stop\""));
-        for (size_t i = 0; i < n; i++)
-                free(ev[i]);
-        free(ev);
+        sse_events_free(ev, n);
         response_clear(&sr);
 
         /* Chat, whole answer. */
@@ -411,9 +409,7 @@ static void test_streaming(void) {
         CHECK(json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")) == 3);
         json_decref(j);
         CHECK(strcmp(ev[6], "[DONE]") == 0);
-        for (size_t i = 0; i < n; i++)
-                free(ev[i]);
-        free(ev);
+        sse_events_free(ev, n);
         response_clear(&r);
 
         /* Completions stream, then a keep-alive request on the same connection. */
@@ -425,9 +421,7 @@ static void test_streaming(void) {
         j = json_loads(ev[0], 0, NULL);
         CHECK(strcmp(json_string_value(json_object_get(json_array_get(json_object_get(j, "choices"), 0), "text")), "q ") == 0);
         json_decref(j);
-        for (size_t i = 0; i < n; i++)
-                free(ev[i]);
-        free(ev);
+        sse_events_free(ev, n);
         response_clear(&r);
         json_decref(next_json(&p, 200));
 
@@ -475,9 +469,7 @@ static void test_native_generate(void) {
         CHECK(json_is_number(json_object_get(json_object_get(j, "stats"), "generate_ms")));
         json_decref(j);
         CHECK(strcmp(ev[4], "[DONE]") == 0);
-        for (size_t i = 0; i < n; i++)
-                free(ev[i]);
-        free(ev);
+        sse_events_free(ev, n);
         response_clear(&r);
 
         send_post(&p, "/api/generate", "{\"model\": \"tiny\", \"stream\": false, \"max_tokens\": 2, "
