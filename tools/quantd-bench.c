@@ -219,6 +219,7 @@ static int run_check(QvkDevice *d) {
                 { 5, 4096, 1 }, { 129, 1024, 5 }, { 70, 320, 9 },
                 { 21, 4352, 2 }, { 9, 8448, 1 },  /* several shared-memory tiles, the last partial */
                 { 44, 256, 12 }, { 132, 96, 17 }, { 40, 320, 32 },  /* aligned column groups (batch split) */
+                { 256, 192, 300 }, { 128, 64, 256 },  /* workgroup-scope tiles (coopmat2), + a rest */
         };
         static const Shape odd_k[] = {  /* F32/F16 only: k not a multiple of 8 or 32 */
                 { 37, 97, 1 }, { 19, 33, 4 }, { 33, 45, 20 }, { 3, 7, 1 },
@@ -560,11 +561,11 @@ int main(int argc, char *argv[]) {
         f = qvk_device_features(d);
         fprintf(json ? stderr : stdout,
                 "device: %s (%s), %s; fp16=%d storage8=%d storage16=%d subgroup=%u%s int_dot=%d%s "
-                "coopmat_nv=%d\n"
+                "coopmat_nv=%d coopmat2_nv=%d\n"
                 "seed: %llu\n",
                 f->name, f->type, f->driver, f->fp16, f->storage8, f->storage16, f->subgroup_size,
                 f->subgroup_arith ? " (arith)" : "", f->int_dot,
-                f->int_dot_accelerated ? " (accelerated)" : "", f->coopmat_nv,
+                f->int_dot_accelerated ? " (accelerated)" : "", f->coopmat_nv, f->coopmat2_nv,
                 (unsigned long long) seed);
         rng_state = seed;
 

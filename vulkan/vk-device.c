@@ -160,6 +160,79 @@ static bool coopmat_nv_usable(QvkDevice *d, VkPhysicalDevice phys) {
         return false;
 }
 
+/* VK_KHR_cooperative_matrix and VK_NV_cooperative_matrix2 postdate Debian 12's Vulkan headers
+ * (1.3.239): their structures as the registry defines them (extensions 507 and 594). */
+#define QVK_STYPE_COOPMAT_FEATURES_KHR ((VkStructureType) 1000506000)
+#define QVK_STYPE_COOPMAT2_FEATURES_NV ((VkStructureType) 1000593000)
+#define QVK_STYPE_COOPMAT_FLEX_PROPERTIES_NV ((VkStructureType) 1000593001)
+#define QVK_SCOPE_WORKGROUP 2u
+#define QVK_COMPONENT_FLOAT16 0u
+#define QVK_COMPONENT_FLOAT32 1u
+
+typedef struct QvkCoopmatFeaturesKHR {
+        VkStructureType sType;
+        void *pNext;
+        VkBool32 cooperativeMatrix;
+        VkBool32 cooperativeMatrixRobustBufferAccess;
+} QvkCoopmatFeaturesKHR;
+
+typedef struct QvkCoopmat2FeaturesNV {
+        VkStructureType sType;
+        void *pNext;
+        VkBool32 cooperativeMatrixWorkgroupScope;
+        VkBool32 cooperativeMatrixFlexibleDimensions;
+        VkBool32 cooperativeMatrixReductions;
+        VkBool32 cooperativeMatrixConversions;
+        VkBool32 cooperativeMatrixPerElementOperations;
+        VkBool32 cooperativeMatrixTensorAddressing;
+        VkBool32 cooperativeMatrixBlockLoads;
+} QvkCoopmat2FeaturesNV;
+
+typedef struct QvkCoopmatFlexPropertiesNV {
+        VkStructureType sType;
+        void *pNext;
+        uint32_t MGranularity, NGranularity, KGranularity;
+        uint32_t AType, BType, CType, ResultType;
+        VkBool32 saturatingAccumulation;
+        uint32_t scope;
+        uint32_t workgroupInvocations;
+} QvkCoopmatFlexPropertiesNV;
+
+typedef VkResult (*QvkGetFlexProperties)(VkPhysicalDevice, uint32_t *, QvkCoopmatFlexPropertiesNV *);
+
+/* shaders/matmul_coopmat2.comp: workgroup-scope fp16 x fp16 + fp32 matrices of 128 x 64 (A),
+ * 64 x 128 (B) and 128 x 128 (accumulator) in workgroups of 256 invocations. */
+static bool coopmat2_usable(QvkDevice *d, VkPhysicalDevice phys) {
+        QvkGetFlexProperties get = (QvkGetFlexProperties) vkGetInstanceProcAddr(
+                d->instance, "vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
+        QvkCoopmat2FeaturesNV f2nv = { .sType = QVK_STYPE_COOPMAT2_FEATURES_NV };
+        QvkCoopmatFeaturesKHR fkhr = { .sType = QVK_STYPE_COOPMAT_FEATURES_KHR, .pNext = &f2nv };
+        VkPhysicalDeviceFeatures2 f2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &fkhr };
+        _cleanup_free_ QvkCoopmatFlexPropertiesNV *props = NULL;
+        uint32_t n = 0;
+
+        vkGetPhysicalDeviceFeatures2(phys, &f2);
+        if (!get || !fkhr.cooperativeMatrix || !f2nv.cooperativeMatrixWorkgroupScope ||
+            !f2nv.cooperativeMatrixFlexibleDimensions || get(phys, &n, NULL) != VK_SUCCESS || n == 0)
+                return false;
+        props = calloc(n, sizeof(*props));
+        if (!props)
+                return false;
+        for (uint32_t i = 0; i < n; i++)
+                props[i].sType = QVK_STYPE_COOPMAT_FLEX_PROPERTIES_NV;
+        if (get(phys, &n, props) != VK_SUCCESS)
+                return false;
+        for (uint32_t i = 0; i < n; i++)
+                if (props[i].scope == QVK_SCOPE_WORKGROUP && props[i].workgroupInvocations == 256 &&
+                    props[i].AType == QVK_COMPONENT_FLOAT16 && props[i].BType == QVK_COMPONENT_FLOAT16 &&
+                    props[i].CType == QVK_COMPONENT_FLOAT32 && props[i].ResultType == QVK_COMPONENT_FLOAT32 &&
+                    props[i].MGranularity && 128 % props[i].MGranularity == 0 &&
+                    props[i].NGranularity && 128 % props[i].NGranularity == 0 &&
+                    props[i].KGranularity && 64 % props[i].KGranularity == 0)
+                        return true;
+        return false;
+}
+
 /* A limit lowered by $name (bytes, at least 4 KiB so that the small buffers still fit): tests
  * force the tensor-splitting paths with it on any device. */
 static uint64_t env_lower(const char *name, uint64_t limit) {
@@ -261,6 +334,7 @@ int qvk_device_features_query(QvkDevice *d, VkPhysicalDevice phys) {
         f->int_dot_accelerated = f->int_dot && pdot.integerDotProduct4x8BitPackedSignedAccelerated;
         f->coopmat_khr = has_extension(exts, n_ext, "VK_KHR_cooperative_matrix");
         f->coopmat_nv = has_extension(exts, n_ext, "VK_NV_cooperative_matrix");
+        f->coopmat2_nv = has_extension(exts, n_ext, "VK_NV_cooperative_matrix2");
         f->memory_budget = has_extension(exts, n_ext, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
         f->max_shared_memory = props.limits.maxComputeSharedMemorySize;
         f->max_storage_buffer_range = env_lower("QUANTD_VK_MAX_STORAGE_RANGE", props.limits.maxStorageBufferRange);
@@ -276,6 +350,8 @@ int qvk_device_features_query(QvkDevice *d, VkPhysicalDevice phys) {
         d->coopmat = f->coopmat_nv && f->fp16 && f->storage16 && f->subgroup_arith &&
                      f->subgroup_size == 32 &&
                      !qvk_env_flag("QUANTD_VK_DISABLE_COOPMAT") && coopmat_nv_usable(d, phys);
+        d->coopmat2 = d->coopmat && f->coopmat_khr && f->coopmat2_nv &&
+                      !qvk_env_flag("QUANTD_VK_DISABLE_COOPMAT2") && coopmat2_usable(d, phys);
         return 0;
 }
 
@@ -299,7 +375,13 @@ static int create_logical(QvkDevice *d) {
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
                 .cooperativeMatrix = VK_TRUE,
         };
-        const char *exts[5];
+        QvkCoopmatFeaturesKHR fkhr = { .sType = QVK_STYPE_COOPMAT_FEATURES_KHR, .cooperativeMatrix = VK_TRUE };
+        QvkCoopmat2FeaturesNV f2nv = {
+                .sType = QVK_STYPE_COOPMAT2_FEATURES_NV,
+                .cooperativeMatrixWorkgroupScope = VK_TRUE,
+                .cooperativeMatrixFlexibleDimensions = VK_TRUE,
+        };
+        const char *exts[7];
         uint32_t n_ext = 0;
         float prio = 1.0f;
         VkDeviceQueueCreateInfo qci = {
@@ -349,6 +431,13 @@ static int create_logical(QvkDevice *d) {
                 exts[n_ext++] = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
                 fcm.pNext = f2.pNext;
                 f2.pNext = &fcm;
+        }
+        if (d->coopmat2) {
+                exts[n_ext++] = "VK_KHR_cooperative_matrix";
+                exts[n_ext++] = "VK_NV_cooperative_matrix2";
+                f2nv.pNext = f2.pNext;
+                fkhr.pNext = &f2nv;
+                f2.pNext = &fkhr;
         }
         ci.enabledExtensionCount = n_ext;
 

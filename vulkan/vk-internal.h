@@ -32,6 +32,7 @@ struct QvkDevice {
         bool full_subgroups;        /* computeFullSubgroups enabled */
         bool subgroup_fast;         /* subgroup arithmetic usable by the kernels */
         bool coopmat;               /* NV cooperative matrix 16x16x16 fp16 -> fp32 enabled */
+        bool coopmat2;              /* KHR + NV2 workgroup-scope fp16 -> fp32 matrices enabled */
 
         VkPipelineCache pipeline_cache;
         char *pipeline_cache_path;

@@ -37,6 +37,7 @@ typedef struct QvkFeatures {
         bool int_dot;               /* shaderIntegerDotProduct */
         bool int_dot_accelerated;   /* 4x8-bit packed signed dot product accelerated */
         bool coopmat_khr, coopmat_nv;
+        bool coopmat2_nv;           /* VK_NV_cooperative_matrix2 (workgroup scope) */
         bool memory_budget;         /* VK_EXT_memory_budget */
         uint32_t max_shared_memory;
         uint64_t max_storage_buffer_range, max_allocation_size;
