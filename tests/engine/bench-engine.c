@@ -3,6 +3,7 @@
  * 16 GB file is written), in F16, Q8_0 and Q4_0. Not a test: run by hand on the GPU machine.
  *   quantd-engine-bench [--layers N] [--embd N] [--ff N] [--heads N] [--kv-heads N]
  *                       [--vocab N] [--pp N] [--tg N] [--reps N] [--batch N] [--device SEL]
+ *                       [--precision fp16|int8|int4]
  * --batch N adds a batched decode measurement: N sequences stepped together for tg steps
  * (llama_vk_batch_eval), tokens/s summed over the N sequences. */
 #include <errno.h>
@@ -55,16 +56,51 @@ static int bench_batch(LlamaVk *v, uint32_t n, uint32_t tg, uint32_t reps, uint3
         return 0;
 }
 
+/* Prompt processing of pp tokens and decode of tg tokens (another sequence), reps times after a
+ * warm-up: the mean tokens/s of each. */
+static int measure(LlamaVk *v, const int32_t *tokens, uint32_t pp, uint32_t tg, uint32_t reps, double *ret_pp,
+                   double *ret_tg) {
+        double pp_sum = 0, tg_sum = 0;
+        int r;
+
+        for (uint32_t rep = 0; rep <= reps; rep++) { /* rep 0 warms up */
+                _cleanup_(llama_vk_seq_freep) LlamaVkSeq *s1 = NULL, *s2 = NULL;
+                int32_t tok;
+                if ((r = llama_vk_seq_new(v, pp + tg + 16, &s1)) < 0 || (r = llama_vk_seq_new(v, tg + 16, &s2)) < 0)
+                        return r;
+                double a = bench_now();
+                r = llama_vk_seq_eval(s1, tokens, pp, false, NULL, &tok, NULL);
+                double b = bench_now();
+                if (r < 0)
+                        return r;
+                tok = 1;
+                r = llama_vk_seq_eval(s2, &tok, 1, false, NULL, &tok, NULL);
+                double cstart = bench_now();
+                for (uint32_t i = 0; r >= 0 && i < tg; i++)
+                        r = llama_vk_seq_eval(s2, &tok, 1, false, NULL, &tok, NULL);
+                double cend = bench_now();
+                if (r < 0)
+                        return r;
+                if (rep > 0) {
+                        pp_sum += pp / (b - a);
+                        tg_sum += tg / (cend - cstart);
+                }
+        }
+        *ret_pp = pp_sum / reps;
+        *ret_tg = tg_sum / reps;
+        return 0;
+}
+
 int main(int argc, char **argv) {
         uint32_t L = 32, E = 4096, F = 14336, H = 32, HKV = 8, V = 128256, pp = 512, tg = 128, reps = 3, batch = 0;
-        const char *dev = NULL;
+        const char *dev = NULL, *only = NULL;
         static const struct option opts[] = {
                 { "layers", required_argument, NULL, 'l' }, { "embd", required_argument, NULL, 'e' },
                 { "ff", required_argument, NULL, 'f' },     { "heads", required_argument, NULL, 'h' },
                 { "kv-heads", required_argument, NULL, 'k' }, { "vocab", required_argument, NULL, 'v' },
                 { "pp", required_argument, NULL, 'p' },     { "tg", required_argument, NULL, 't' },
                 { "reps", required_argument, NULL, 'r' },   { "device", required_argument, NULL, 'd' },
-                { "batch", required_argument, NULL, 'b' },
+                { "batch", required_argument, NULL, 'b' }, { "precision", required_argument, NULL, 'P' },
                 {}
         };
         int c, r;
@@ -83,6 +119,7 @@ int main(int argc, char **argv) {
                 case 'r': reps = v; break;
                 case 'd': dev = optarg; break;
                 case 'b': batch = v; break;
+                case 'P': only = optarg; break;
                 default: return 2;
                 }
         }
@@ -117,6 +154,8 @@ int main(int argc, char **argv) {
                 tokens[i] = (i * 7919u) % V;
 
         for (QdPrecision p = QD_PRECISION_F16; p < _QD_PRECISION_MAX; p++) {
+                if (only && !streq(only, qd_precision_to_string(p)))
+                        continue;
                 t0 = bench_now();
                 r = llama_vk_set_precision(v, p);
                 if (r < 0)
@@ -126,33 +165,12 @@ int main(int argc, char **argv) {
                 printf("%s: weights %.2f GiB, built in %.1f s; kernels: n=1 %s", qd_precision_to_string(p),
                        llama_vk_variant_bytes(v, p) / 1073741824.0, bench_now() - t0, qvk_matmul_kernel(d, wt, false, E, 1));
                 printf(", n=%u %s\n", pp, qvk_matmul_kernel(d, wt, false, E, pp));
-                double pp_sum = 0, tg_sum = 0;
-                for (uint32_t rep = 0; rep <= reps; rep++) { /* rep 0 warms up */
-                        _cleanup_(llama_vk_seq_freep) LlamaVkSeq *s1 = NULL, *s2 = NULL;
-                        int32_t tok;
-                        if ((r = llama_vk_seq_new(v, pp + tg + 16, &s1)) < 0 ||
-                            (r = llama_vk_seq_new(v, tg + 16, &s2)) < 0)
-                                return fprintf(stderr, "seq: %s\n", strerror(-r)), 1;
-                        double a = bench_now();
-                        r = llama_vk_seq_eval(s1, tokens, pp, false, NULL, &tok, NULL);
-                        double b = bench_now();
-                        if (r < 0)
-                                return fprintf(stderr, "prefill: %s\n", strerror(-r)), 1;
-                        tok = 1;
-                        r = llama_vk_seq_eval(s2, &tok, 1, false, NULL, &tok, NULL);
-                        double cstart = bench_now();
-                        for (uint32_t i = 0; r >= 0 && i < tg; i++)
-                                r = llama_vk_seq_eval(s2, &tok, 1, false, NULL, &tok, NULL);
-                        double cend = bench_now();
-                        if (r < 0)
-                                return fprintf(stderr, "decode: %s\n", strerror(-r)), 1;
-                        if (rep > 0) {
-                                pp_sum += pp / (b - a);
-                                tg_sum += tg / (cend - cstart);
-                        }
-                }
-                printf("RESULT %s pp%u %.1f tok/s  tg%u %.1f tok/s\n", qd_precision_to_string(p), pp,
-                       pp_sum / reps, tg, tg_sum / reps);
+                double pp_tps, tg_tps;
+                r = measure(v, tokens, pp, tg, reps, &pp_tps, &tg_tps);
+                if (r < 0)
+                        return fprintf(stderr, "pp/tg: %s\n", strerror(-r)), 1;
+                printf("RESULT %s pp%u %.1f tok/s  tg%u %.1f tok/s\n", qd_precision_to_string(p), pp, pp_tps, tg,
+                       tg_tps);
                 if (batch > 0) {
                         double tps;
                         r = bench_batch(v, batch, tg, reps, V, &tps);
