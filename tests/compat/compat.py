@@ -258,7 +258,7 @@ def test_llama_quant(tools, tmp, qtype):
         bad += compare("%s CPU reference" % qtype, PROMPTS, ref, generate(tools["quantd"], llama_file, PROMPTS, "--cpu"),
                        False)
         # One prompt on lavapipe (~10 s of CPU): the second, since the first meets a near-tie at
-        # step 0 on Q4_0 and would compare one step only.
+        # step 0 on Q4_0 and would compare one step only (likewise in test_quantd_quant).
         p = LOSSLESS_PRECISION[qtype]
         bad += vulkan(lambda: compare("%s Vulkan %s" % (qtype, p), PROMPTS[1:2], ref[1:2],
                                       generate(tools["quantd"], llama_file, PROMPTS[1:2], "--precision", p), False))
@@ -279,8 +279,9 @@ def test_quantd_quant(tools, tmp, variant):
         f = os.path.join(tmp, variant + ".gguf")
         run(tools["quantize"], MODEL, f, *QUANTD_VARIANTS[variant])
         log("quantd-quantize %s: %d bytes" % (variant, os.path.getsize(f)))
-        ref = generate(tools["llama"], f, PROMPTS[:1])
-        bad = compare("%s CPU reference" % variant, PROMPTS, ref, generate(tools["quantd"], f, PROMPTS[:1], "--cpu"), False)
+        ref = generate(tools["llama"], f, PROMPTS[1:2])
+        bad = compare("%s CPU reference" % variant, PROMPTS[1:2], ref,
+                      generate(tools["quantd"], f, PROMPTS[1:2], "--cpu"), False)
 
         lp = json.loads(run(tools["llama"], "ppl", f, HELDOUT, 512, PPL_WINDOWS))
         qp = json.loads(run(tools["quantize"], "--eval", f, "--text", HELDOUT, "--ctx", 512,

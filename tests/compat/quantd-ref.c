@@ -6,8 +6,9 @@
  *                                              N greedy tokens after each prompt (JSON lines);
  *                                              FILE gets the f32 logits they were chosen from
  *
- * greedy runs the Vulkan engine (at P: fp16, int8, int4; default fp16) or, with --cpu, the
- * plain-C f32 reference; the prompts one after the other, or with --batch stepped together
+ * greedy runs the Vulkan engine (at P: fp16, int8, int4, or "file": the variant that the engine
+ * picks for the file's weights at load; default fp16) or, with --cpu, the plain-C f32
+ * reference; the prompts one after the other, or with --batch stepped together
  * (qd_model_step_batch(), as the daemon steps concurrent requests). With $QUANTD_VK_VALIDATION
  * set, a validation message fails the run. */
 #include <getopt.h>
@@ -114,7 +115,7 @@ static int greedy(QdModel *m, char **prompts, size_t n, int n_gen, bool batch, F
 
 static int usage(void) {
         fputs("Usage: quantd-ref tokenize MODEL TEXT...\n"
-              "       quantd-ref greedy [--cpu] [--precision fp16|int8|int4] [--batch] [--logits FILE]\n"
+              "       quantd-ref greedy [--cpu] [--precision fp16|int8|int4|file] [--batch] [--logits FILE]\n"
               "                         MODEL N PROMPT...\n",
               stderr);
         return 2;
@@ -134,7 +135,7 @@ int main(int argc, char **argv) {
         QdPrecision prec = QD_PRECISION_F16;
         const char *logits_path = NULL;
         FILE *logits = NULL;
-        bool batch = false;
+        bool batch = false, file_precision = false;
         int c, r;
 
         if (argc < 2)
@@ -147,6 +148,9 @@ int main(int argc, char **argv) {
                         eo.cpu_only = true;
                         break;
                 case 'p':
+                        file_precision = strcmp(optarg, "file") == 0;
+                        if (file_precision)
+                                break;
                         prec = qd_precision_from_string(optarg);
                         if (prec < 0 || prec >= _QD_PRECISION_MAX) {
                                 fprintf(stderr, "quantd-ref: unknown precision '%s'\n", optarg);
@@ -197,7 +201,7 @@ int main(int argc, char **argv) {
         }
 
         int n_gen = atoi(argv[optind++]);
-        r = qd_model_set_precision(m, prec);
+        r = file_precision ? 0 : qd_model_set_precision(m, prec);
         if (r < 0) {
                 fprintf(stderr, "quantd-ref: precision %s: %s\n", qd_precision_to_string(prec), strerror(-r));
                 return 1;
