@@ -32,8 +32,9 @@ static void print_ids(const int32_t *t, size_t n) {
 }
 
 static int tokenize(QdModel *m, const char *text, int32_t **ret, size_t *ret_n) {
-        /* BOS as the file asks (tokenizer.ggml.add_bos_token), as llama_tokenize(add_special). */
-        return qd_model_tokenize(m, text, strlen(text), qd_model_token_bos(m) >= 0, false, ret, ret_n);
+        /* add_bos: BOS when the file asks for it (tokenizer.ggml.add_bos_token), as
+         * llama_tokenize(add_special = true) does. */
+        return qd_model_tokenize(m, text, strlen(text), true, false, ret, ret_n);
 }
 
 typedef struct Gen {
