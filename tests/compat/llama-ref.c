@@ -326,7 +326,9 @@ int main(int argc, char **argv) {
         }
         char **args = argv + optind;
         int n_args = argc - optind;
-        if (n_args < 2)
+        if (n_args < 2 || (strcmp(cmd, "tokenize") != 0 && strcmp(cmd, "greedy") != 0 &&
+                           strcmp(cmd, "logits") != 0 && strcmp(cmd, "ppl") != 0 &&
+                           strcmp(cmd, "quantize") != 0))
                 return usage();
 
         llama_log_set(log_cb, NULL);
