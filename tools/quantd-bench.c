@@ -223,9 +223,12 @@ static int run_check(QvkDevice *d) {
         static const Shape odd_k[] = {  /* F32/F16 only: k not a multiple of 8 or 32 */
                 { 37, 97, 1 }, { 19, 33, 4 }, { 33, 45, 20 }, { 3, 7, 1 },
         };
-        static const Shape group_k[] = {  /* extended formats only: k = 3 or 5 groups of 128 (or 3 of 64) */
+        static const Shape group_k[] = {  /* extended formats only: k = 3 or 5 groups of 128 (or 3 of 64), */
                 { 37, 384, 1 }, { 37, 384, 3 }, { 37, 384, 8 }, { 37, 384, 9 }, { 67, 640, 67 },
                 { 45, 192, 3 }, { 1, 128, 1 }, { 130, 384, 2 },
+                /* k = 2, 3, 5 super-blocks of 256 (the K-quants; the base shapes add k = 256 .. 8448) */
+                { 37, 768, 1 }, { 37, 768, 3 }, { 37, 768, 8 }, { 37, 768, 9 }, { 67, 512, 67 },
+                { 1, 256, 1 }, { 130, 1280, 17 },
         };
         const size_t n_base = ELEMENTSOF(shapes) + ELEMENTSOF(odd_k);
         unsigned failures = 0, total = 0;
@@ -455,7 +458,8 @@ static void help(void) {
                "  --shape MxKxN      benchmark this shape (repeatable; default: Llama-3-8B's)\n"
                "  --wtype T          benchmark weight type T only (f32 f16 q8_0 q4_0 q4_1, and the\n"
                "                     extended q8_0_g64 q8_0_g128 q4_0_g64 q4_0_g128 q4_1_g64\n"
-               "                     q4_1_g128 nf4_g32 nf4_g64 nf4_g128 fp8_row i8_row)\n"
+               "                     q4_1_g128 nf4_g32 nf4_g64 nf4_g128 fp8_row i8_row, and ggml's\n"
+               "                     K-quants q4_k q6_k)\n"
                "  --json             benchmark results as JSON\n"
                "  --q8               int-dot kernels alone, activations quantized beforehand\n"
                "  --act A            benchmark activation type A only (f32 f16)\n");

@@ -1,5 +1,6 @@
 /* Matrix products for the extended weight formats (vk.h, docs/QUANTIZATION.md): Q8_0/Q4_0/Q4_1
- * with groups of 64/128, NF4 (g = 32/64/128), FP8 E4M3 and INT8 with one f32 scale per row.
+ * with groups of 64/128, NF4 (g = 32/64/128), FP8 E4M3 and INT8 with one f32 scale per row, and
+ * ggml's K-quants Q4_K / Q6_K (super-blocks of 256).
  * Matrix-vector for n <= 8 (one pass over W for all columns) and a tiled matrix-matrix kernel
  * above, both dequantizing in registers with fp32 sums (shaders/{matvec,matmul}_ext.comp). */
 #include <stdio.h>
@@ -34,6 +35,8 @@ static const struct {
         [QVK_W_NF4_G128] = { "nf4_g128", "nf4", 128, 66 },
         [QVK_W_FP8_ROW] = { "fp8_row", "fp8", 0, 0 },
         [QVK_W_I8_ROW] = { "i8_row", "i8", 0, 0 },
+        [QVK_W_Q4_K] = { "q4_k", "q4_k", 256, 144 },
+        [QVK_W_Q6_K] = { "q6_k", "q6_k", 256, 210 },
 };
 
 bool qvk_ext_type(QvkWeightType t) {

@@ -146,6 +146,10 @@ typedef enum QvkWeightType {
          * stay 16-byte aligned and can be split and concatenated like any other format's. */
         QVK_W_FP8_ROW,              /* E4M3FN codes, w = scale_r * e4m3(q) */
         QVK_W_I8_ROW,               /* int8 codes -127..127, w = scale_r * q */
+        /* ggml's K-quants, byte-compatible with GGUF (k a multiple of 256): the super-blocks of
+         * llama.cpp's Q4_K_M / Q4_K_S / Q6_K files, run as stored on the extended kernels. */
+        QVK_W_Q4_K,                 /* 144-byte blocks of 256: fp16 d, dmin, 6-bit scales/mins, nibbles */
+        QVK_W_Q6_K,                 /* 210-byte blocks of 256: 4+2-bit codes, int8 scales, fp16 d */
         _QVK_W_MAX,
 } QvkWeightType;
 
