@@ -53,17 +53,27 @@ static uint32_t ggml_of(QvkWeightType wt) {
                 return GGML_TYPE_Q8_0;
         case QVK_W_Q4_0:
                 return GGML_TYPE_Q4_0;
+        case QVK_W_Q4_K:
+                return GGML_TYPE_Q4_K;
+        case QVK_W_Q6_K:
+                return GGML_TYPE_Q6_K;
         default:
                 return GGML_TYPE_Q4_1;
         }
 }
 
 /* The device format of a weight for a variant: sources already in a block format no wider
- * than the variant's are used as they are; everything else is (re)quantized. */
+ * than the variant's are used as they are; everything else is (re)quantized. The K-quants
+ * stay as stored in every variant: Q6_K too in int4, where a Q4_K_M file keeps its own mix
+ * (docs/QUANTIZATION.md). */
 static QvkWeightType target_type(const LlamaTensor *t, QdPrecision p) {
         if (t->ne0 % 32 != 0)
                 return QVK_W_F16;
         switch (t->type) {
+        case GGML_TYPE_Q4_K:
+                return QVK_W_Q4_K;
+        case GGML_TYPE_Q6_K:
+                return QVK_W_Q6_K;
         case GGML_TYPE_Q8_0:
                 return p == QD_PRECISION_INT4 ? QVK_W_Q4_0 : QVK_W_Q8_0;
         case GGML_TYPE_Q4_0:
@@ -75,16 +85,41 @@ static QvkWeightType target_type(const LlamaTensor *t, QdPrecision p) {
         }
 }
 
-/* One device matrix of the rows of n tensors with the same row length, in the first one's
- * device format. */
+static bool is_kquant(QvkWeightType wt) {
+        return wt == QVK_W_Q4_K || wt == QVK_W_Q6_K;
+}
+
+/* One device matrix of the rows of n (<= 3) tensors with the same row length, in the first
+ * one's device format; where they are K-quants of different formats, in row blocks of their
+ * own formats instead (each run of one format a block at an aligned offset). */
 static VkTensor plan(const LlamaTensor *const *t, size_t n, QdPrecision p, uint64_t *off) {
         VkTensor r = {
                 .wt = target_type(t[0], p),
                 .k = t[0]->ne0,
         };
-        for (size_t i = 0; i < n; i++)
+        bool mixed = false, kq = true;
+
+        for (size_t i = 0; i < n; i++) {
+                QvkWeightType wt = target_type(t[i], p);
                 r.m += t[i]->ne1;
+                mixed |= wt != r.wt;
+                kq &= is_kquant(wt);
+        }
         r.bytes = qvk_weight_row_bytes(r.wt, r.k) * r.m;
+        if (mixed && kq) {
+                uint64_t b = 0;
+                for (size_t i = 0; i < n; i++) {
+                        QvkWeightType wt = target_type(t[i], p);
+                        if (r.n_seg == 0 || r.seg[r.n_seg - 1].wt != wt) {
+                                b = ALIGN_TO(b, ALIGN);
+                                r.seg[r.n_seg++] = (typeof(r.seg[0])) { .wt = wt, .off = b };
+                        }
+                        r.seg[r.n_seg - 1].m += t[i]->ne1;
+                        r.seg[r.n_seg - 1].n_t++;
+                        b += qvk_weight_row_bytes(wt, r.k) * t[i]->ne1;
+                }
+                r.bytes = b;
+        }
         r.off = *off;
         *off += ALIGN_TO(r.bytes, ALIGN);
         return r;
@@ -215,9 +250,16 @@ uint64_t llama_vk_variant_bytes(LlamaVk *v, QdPrecision p) {
 static int upload(const LlamaTensor *const *t, size_t n, VkTensor *vt, QvkBuffer *buf, Memo *memo,
                   size_t n_memo) {
         uint64_t off = vt->off, rb = qvk_weight_row_bytes(vt->wt, vt->k);
+        QvkWeightType wt = vt->wt;
 
-        for (size_t i = 0; i < n; i++) {
-                VkTensor part = { .wt = vt->wt, .k = vt->k, .m = t[i]->ne1, .off = off, .bytes = rb * t[i]->ne1 };
+        for (size_t i = 0, s = 0, first = 0; i < n; i++) {
+                if (vt->n_seg > 1 && i == first) {  /* the next row block */
+                        wt = vt->seg[s].wt;
+                        rb = qvk_weight_row_bytes(wt, vt->k);
+                        off = vt->off + vt->seg[s].off;
+                        first += vt->seg[s++].n_t;
+                }
+                VkTensor part = { .wt = wt, .k = vt->k, .m = t[i]->ne1, .off = off, .bytes = rb * t[i]->ne1 };
                 const void *data;
                 int r = convert(t[i], &part, memo, n_memo, &data);
                 if (r < 0)
@@ -233,9 +275,12 @@ static int upload(const LlamaTensor *const *t, size_t n, VkTensor *vt, QvkBuffer
         return 0;
 }
 
-/* A tensor in allocations of its own, split by rows where it exceeds maxMemoryAllocationSize. */
+/* A tensor in allocations of its own, split by rows where it exceeds maxMemoryAllocationSize
+ * (in one format: row blocks of K-quant mixes are converted to the first one's). */
 static int own_alloc(LlamaVk *v, VkTensor *t) {
         t->off = 0;
+        t->n_seg = 0;
+        t->bytes = qvk_weight_row_bytes(t->wt, t->k) * t->m;
         return qvk_split_new(v->d, t->m, qvk_weight_row_bytes(t->wt, t->k), QVK_MEM_DEVICE, &t->own);
 }
 
@@ -651,6 +696,19 @@ uint32_t llama_vk_seq_length(LlamaVkSeq *s) {
 
 int llama_vk_mm(QvkCmd *c, QvkBuffer *scratch, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *x,
                 QvkBuffer *y, uint32_t n) {
+        if (t->n_seg > 1) {
+                uint32_t y0 = 0;
+                for (uint32_t i = 0; i < t->n_seg; i++) {
+                        uint64_t bytes = qvk_weight_row_bytes(t->seg[i].wt, t->k) * t->seg[i].m;
+                        int r = qvk_matmul_rows(c, t->seg[i].wt, B(wbuf, t->off + t->seg[i].off, bytes), t->seg[i].m,
+                                                t->k, B(x, 0, (uint64_t) n * t->k * 4), false, n,
+                                                B(y, 0, (uint64_t) n * t->m * 4), t->m, y0);
+                        if (r < 0)
+                                return r;
+                        y0 += t->seg[i].m;
+                }
+                return 0;
+        }
         if (t->own.n_parts) {
                 QvkBinding wb[t->own.n_parts];
                 uint32_t rows[t->own.n_parts];

@@ -2,6 +2,8 @@
 // by matvec_ext.comp and matmul_ext.comp. One format per variant:
 //   W_Q8_0, W_Q4_0, W_Q4_1, W_NF4  blocks of G elements (G = 32, 64, 128, a specialization
 //                                  constant with id G_ID): fp16 d [fp16 m] then qs bytes
+//   W_Q5_0                         ggml's Q5_0 (G = 32): fp16 d, 4 bytes qh (bit j: the 5th
+//                                  bit of element j), 16 qs bytes as Q4_0's; value d(q - 16)
 //   W_FP8, W_I8                    per row a 16-byte header (f32 scale, 12 zero bytes), then
 //                                  k code bytes (E4M3 / int8); row stride k + 16, k % 32 == 0
 //   W_Q4_K, W_Q6_K                 ggml's K-quant super-blocks of 256 (G = 256): 144 bytes
@@ -26,6 +28,8 @@ layout(push_constant) uniform Push {
     uint k;      // columns of W, length of each activation vector
     uint n;      // activation vectors
     uint gx;     // workgroups along x (the grid may wrap into y for large m)
+    uint ldy;    // values per output column (m, or more where these rows are a block of Y)
+    uint y0;     // output row of W's first row
 } pc;
 
 layout(constant_id = G_ID) const uint G = 32;  // group size of the block formats
@@ -33,7 +37,10 @@ layout(constant_id = G_ID) const uint G = 32;  // group size of the block format
 #if defined(W_Q4_K) || defined(W_Q6_K)
 #define KQUANT
 #endif
-#if defined(W_Q4_0) || defined(W_Q4_1) || defined(W_NF4) || defined(KQUANT)
+#if defined(W_Q6_K) || defined(W_Q5_0)
+#define HIBITS       // a fifth/sixth bit per code, from separate bytes
+#endif
+#if defined(W_Q4_0) || defined(W_Q4_1) || defined(W_NF4) || defined(KQUANT) || defined(W_Q5_0)
 #define NIBBLES
 #define UW 4u        // words per unit
 #else
@@ -42,8 +49,10 @@ layout(constant_id = G_ID) const uint G = 32;  // group size of the block format
 #if defined(W_FP8) || defined(W_I8)
 #define ROWSCALE
 #endif
-#if defined(W_Q4_1)
-#define HDR 4u       // header bytes of a block
+#if defined(W_Q5_0)
+#define HDR 6u       // header bytes of a block
+#elif defined(W_Q4_1)
+#define HDR 4u
 #else
 #define HDR 2u
 #endif
@@ -176,6 +185,9 @@ void unit_info(uint row, uint u, out uint qoff, out vec2 d, out vec2 mn, out uin
     mn = -8.0 * d;
 #elif defined(W_Q4_1)
     mn = vec2(unpackHalf2x16(w_rd16(off + 2u)).x);
+#elif defined(W_Q5_0)
+    mn = -16.0 * d;
+    hoff = off + 2u;
 #endif
     qoff = off + HDR + 4u * UW * j;
 #endif
@@ -215,7 +227,7 @@ float e4m3(uint v) {
 void dec_word(uint wd, uint hw, vec2 d, vec2 mn, out vec4 lo, out vec4 hi) {
     uvec4 b = (uvec4(wd) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu;
     uvec4 l = b & 15u, h = b >> 4;
-#if defined(W_Q6_K)
+#if defined(HIBITS)
     uvec4 q = (uvec4(hw) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu;
     l |= (q & 3u) << 4;
     h |= ((q >> 4) & 3u) << 4;
@@ -240,6 +252,17 @@ vec4 dec_word(uint wd, float d) {
 }
 #endif
 
+#ifdef W_Q5_0
+// Q5_0's 32 qh bits at hoff as the hw word of dec_word() for qs word i: byte e gets the 5th
+// bit of element 4i + e in bit 0 and that of element 16 + 4i + e in bit 4.
+uint q5_hw(uint hoff, uint i) {
+    uint qh = w_rd16(hoff) | (w_rd16(hoff + 2u) << 16), hw = 0u;
+    for (uint e = 0u; e < 4u; e++)
+        hw |= (((qh >> (4u * i + e)) & 1u) | (((qh >> (16u + 4u * i + e)) & 1u) << 4)) << (8u * e);
+    return hw;
+}
+#endif
+
 // The 32 weights of unit u of row `row` by slot: wv[i] holds slots 4i..4i+3.
 void load_unit(uint row, uint u, out vec4 wv[8]) {
     uint qoff, hoff, hsh, q[8], qh[8];
@@ -248,6 +271,9 @@ void load_unit(uint row, uint u, out vec4 wv[8]) {
     w_words(qoff, UW, q);
 #if defined(W_Q6_K)
     w_words(hoff, 4u, qh);
+#elif defined(W_Q5_0)
+    for (uint i = 0u; i < 4u; i++)
+        qh[i] = q5_hw(hoff, i);
 #else
     for (uint i = 0u; i < 4u; i++)
         qh[i] = 0u;
@@ -278,6 +304,8 @@ void load_quarter(uint row, uint u, uint qr, out float v[8]) {
     w_words(qoff + 4u * qr, 1u, q);
 #if defined(W_Q6_K)
     w_words(hoff + 4u * qr, 1u, qh);
+#elif defined(W_Q5_0)
+    qh[0] = q5_hw(hoff, qr);
 #else
     qh[0] = 0u;
 #endif

@@ -29,11 +29,13 @@ static const struct {
         [QVK_W_I8_ROW] = { QD_QTYPE_INVALID, 32, QD_ROWSCALE_INT8 },
         [QVK_W_Q4_K] = { QD_QTYPE_INVALID, 256 },
         [QVK_W_Q6_K] = { QD_QTYPE_INVALID, 256 },
+        [QVK_W_Q5_0] = { QD_QTYPE_INVALID, 32 },
 };
 
-/* ggml's type number of a K-quant format, 0 for the others. */
+/* ggml's type number of a K-quant format (or Q5_0), 0 for the others. */
 static uint32_t kquant(QvkWeightType t) {
-        return t == QVK_W_Q4_K ? GGML_TYPE_Q4_K : t == QVK_W_Q6_K ? GGML_TYPE_Q6_K : 0;
+        return t == QVK_W_Q4_K ? GGML_TYPE_Q4_K : t == QVK_W_Q6_K ? GGML_TYPE_Q6_K :
+               t == QVK_W_Q5_0 ? GGML_TYPE_Q5_0 : 0;
 }
 
 bool bench_ext_type(QvkWeightType t) {

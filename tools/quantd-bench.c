@@ -112,7 +112,9 @@ static double int_dot_bound(const float *w, const float *x, uint32_t m, uint32_t
         return 5 * sqrt(var / MAX(ref2, 1e-300)) + FLOAT_BOUND;
 }
 
-static int check_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, double *ret_err,
+/* rows: the product as one row block of a larger Y (qvk_matmul_rows: columns of ldy = m + 19
+ * values, W's rows at row 7), the rest of Y left as it was. */
+static int check_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, bool rows, double *ret_err,
                      double *ret_bound) {
         _cleanup_(qvk_buffer_freep) QvkBuffer *wb = NULL, *xb = NULL, *yb = NULL, *sb = NULL;
         _cleanup_(qvk_cmd_freep) QvkCmd *cmd = NULL;
@@ -120,8 +122,9 @@ static int check_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, double
         _cleanup_free_ uint8_t *wq = NULL;
         _cleanup_free_ void *xa = NULL;
         _cleanup_free_ double *ref = NULL;
+        uint32_t ldy = rows ? s.m + 19 : s.m, y0 = rows ? 7 : 0;
         uint64_t wbytes = qvk_weight_row_bytes(wt, s.k) * s.m, xbytes, nk = (uint64_t) s.n * s.k,
-                 ybytes = (uint64_t) s.n * s.m * 4, scratch;
+                 ybytes = (uint64_t) s.n * ldy * 4, scratch;
         double num = 0, den = 0;
         int r;
 
@@ -167,8 +170,12 @@ static int check_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, double
         r = qvk_cmd_fill(cmd, yb, 0, ybytes, 0x7fc00000u);  /* poison: NaN */
         if (r < 0)
                 return r;
-        r = qvk_matmul(cmd, wt, (QvkBinding) { wb, 0, 0 }, s.m, s.k, (QvkBinding) { xb, 0, 0 }, x_f16, s.n,
-                       (QvkBinding) { yb, 0, 0 }, (QvkBinding) { sb, 0, 0 });
+        if (rows)
+                r = qvk_matmul_rows(cmd, wt, (QvkBinding) { wb, 0, 0 }, s.m, s.k, (QvkBinding) { xb, 0, 0 },
+                                    x_f16, s.n, (QvkBinding) { yb, 0, 0 }, ldy, y0);
+        else
+                r = qvk_matmul(cmd, wt, (QvkBinding) { wb, 0, 0 }, s.m, s.k, (QvkBinding) { xb, 0, 0 }, x_f16,
+                               s.n, (QvkBinding) { yb, 0, 0 }, (QvkBinding) { sb, 0, 0 });
         if (r < 0)
                 return r;
         r = qvk_cmd_end(cmd);
@@ -184,11 +191,18 @@ static int check_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, double
         if (r < 0)
                 return r;
 
-        for (uint64_t i = 0; i < (uint64_t) s.n * s.m; i++) {
-                double e = (double) y[i] - ref[i];
-                num += e * e;
-                den += ref[i] * ref[i];
-        }
+        for (uint64_t j = 0; j < s.n; j++)
+                for (uint64_t i = 0; i < ldy; i++) {
+                        float v = y[j * ldy + i];
+                        if (i < y0 || i >= y0 + s.m) {
+                                if (!isnan(v))
+                                        num = INFINITY;  /* written outside its rows */
+                                continue;
+                        }
+                        double want = ref[j * s.m + i - y0], e = (double) v - want;
+                        num += e * e;
+                        den += want * want;
+                }
         *ret_err = den > 0 ? sqrt(num / den) : sqrt(num);
         /* Rounding errors scale with Σ|w·x|, not with |Σ w·x|: where the products cancel (a
          * single output of a short row, say) ||ref|| is small while the error is not. Scale the
@@ -203,9 +217,9 @@ static int check_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, double
                         mag2 += a * a;
                 }
         double cancel = den > 0 ? MAX(1.0, sqrt(mag2 / den)) : 1.0;
-        if (strstr(qvk_matmul_kernel(d, wt, x_f16, s.k, s.n), "_dot"))
+        if (!rows && strstr(qvk_matmul_kernel(d, wt, x_f16, s.k, s.n), "_dot"))
                 *ret_bound = int_dot_bound(wdeq, xref, s.m, s.k, s.n, den) + FLOAT_BOUND * (cancel - 1);
-        else if (strstr(qvk_matmul_kernel(d, wt, x_f16, s.k, s.n), "coopmat"))
+        else if (!rows && strstr(qvk_matmul_kernel(d, wt, x_f16, s.k, s.n), "coopmat"))
                 *ret_bound = COOPMAT_BOUND * cancel;
         else
                 *ret_bound = FLOAT_BOUND * cancel;
@@ -226,20 +240,23 @@ static int run_check(QvkDevice *d) {
         static const Shape group_k[] = {  /* extended formats only: k = 3 or 5 groups of 128 (or 3 of 64), */
                 { 37, 384, 1 }, { 37, 384, 3 }, { 37, 384, 8 }, { 37, 384, 9 }, { 67, 640, 67 },
                 { 45, 192, 3 }, { 1, 128, 1 }, { 130, 384, 2 },
-                /* k = 2, 3, 5 super-blocks of 256 (the K-quants; the base shapes add k = 256 .. 8448) */
+        };
+        static const Shape kq_k[] = {  /* Q4_K, Q6_K, Q5_0 only: k = 2, 3, 5 super-blocks of 256
+                                          (the base shapes add k = 256 .. 8448) */
                 { 37, 768, 1 }, { 37, 768, 3 }, { 37, 768, 8 }, { 37, 768, 9 }, { 67, 512, 67 },
                 { 1, 256, 1 }, { 130, 1280, 17 },
         };
-        const size_t n_base = ELEMENTSOF(shapes) + ELEMENTSOF(odd_k);
+        const size_t n_base = ELEMENTSOF(shapes) + ELEMENTSOF(odd_k), n_group = n_base + ELEMENTSOF(group_k);
         unsigned failures = 0, total = 0;
 
         printf("%-28s %-5s %-4s %6s %6s %4s %10s %8s %s\n", "kernel", "wtype", "act", "m", "k", "n",
                "error", "bound", "result");
         for (QvkWeightType wt = 0; wt < _QVK_W_MAX; wt++)
                 for (int f16 = 0; f16 < 2; f16++)
-                        for (size_t i = 0; i < n_base + ELEMENTSOF(group_k); i++) {
+                        for (size_t i = 0; i < n_group + ELEMENTSOF(kq_k); i++) {
                                 Shape s = i < ELEMENTSOF(shapes) ? shapes[i] :
-                                          i < n_base ? odd_k[i - ELEMENTSOF(shapes)] : group_k[i - n_base];
+                                          i < n_base ? odd_k[i - ELEMENTSOF(shapes)] :
+                                          i < n_group ? group_k[i - n_base] : kq_k[i - n_group];
                                 double err = NAN, bound = 0;
                                 bool ok;
                                 int r;
@@ -248,9 +265,11 @@ static int run_check(QvkDevice *d) {
                                         continue;
                                 if (i >= n_base && !bench_ext_type(wt))
                                         continue;
+                                if (i >= n_group && wt != QVK_W_Q4_K && wt != QVK_W_Q6_K && wt != QVK_W_Q5_0)
+                                        continue;
                                 if (bench_ext_type(wt) && s.k % bench_ext_group(wt))
                                         continue;  /* the extended formats: k a multiple of the group */
-                                r = check_one(d, wt, f16, s, &err, &bound);
+                                r = check_one(d, wt, f16, s, false, &err, &bound);
                                 if (r < 0) {
                                         fprintf(stderr, "%s %s %ux%ux%u: %s\n", qvk_weight_type_name(wt),
                                                 f16 ? "f16" : "f32", s.m, s.k, s.n, strerror(-r));
@@ -264,6 +283,30 @@ static int run_check(QvkDevice *d) {
                                        f16 ? "f16" : "f32", s.m, s.k, s.n, err, bound,
                                        ok ? "ok" : "MISMATCH");
                         }
+        /* Row blocks of a Y in several formats (qvk_matmul_rows), the GGUF block types through the
+         * extended shaders (G = 32): matrix-vector, batched and tiled. */
+        static const QvkWeightType rows_types[] = { QVK_W_Q8_0, QVK_W_Q4_0, QVK_W_Q4_1, QVK_W_Q5_0,
+                                                    QVK_W_Q4_K, QVK_W_Q6_K };
+        static const Shape rows_shapes[] = { { 37, 512, 1 }, { 70, 768, 5 }, { 67, 512, 13 } };
+        for (size_t t = 0; t < ELEMENTSOF(rows_types); t++)
+                for (size_t i = 0; i < ELEMENTSOF(rows_shapes); i++) {
+                        QvkWeightType wt = rows_types[t];
+                        Shape s = rows_shapes[i];
+                        double err = NAN, bound = 0;
+                        bool f16 = i == 1, ok;
+                        int r = check_one(d, wt, f16, s, true, &err, &bound);
+                        if (r < 0) {
+                                fprintf(stderr, "rows %s %ux%ux%u: %s\n", qvk_weight_type_name(wt), s.m, s.k, s.n,
+                                        strerror(-r));
+                                return r;
+                        }
+                        ok = err <= bound;
+                        total++;
+                        failures += !ok;
+                        printf("%-28s %-5s %-4s %6u %6u %4u %10.3g %8.2g %s\n", "qvk_matmul_rows y0=7",
+                               qvk_weight_type_name(wt), f16 ? "f16" : "f32", s.m, s.k, s.n, err, bound,
+                               ok ? "ok" : "MISMATCH");
+                }
         printf("%u of %u checks passed\n", total - failures, total);
         return failures ? -EBADMSG : 0;
 }
@@ -459,7 +502,7 @@ static void help(void) {
                "  --wtype T          benchmark weight type T only (f32 f16 q8_0 q4_0 q4_1, and the\n"
                "                     extended q8_0_g64 q8_0_g128 q4_0_g64 q4_0_g128 q4_1_g64\n"
                "                     q4_1_g128 nf4_g32 nf4_g64 nf4_g128 fp8_row i8_row, and ggml's\n"
-               "                     K-quants q4_k q6_k)\n"
+               "                     q4_k q6_k q5_0)\n"
                "  --json             benchmark results as JSON\n"
                "  --q8               int-dot kernels alone, activations quantized beforehand\n"
                "  --act A            benchmark activation type A only (f32 f16)\n");

@@ -15,7 +15,7 @@
 #define EXT_TILE 64u
 
 typedef struct ExtPush {
-        uint32_t m, k, n, gx;
+        uint32_t m, k, n, gx, ldy, y0;
 } ExtPush;
 
 static const struct {
@@ -37,7 +37,37 @@ static const struct {
         [QVK_W_I8_ROW] = { "i8_row", "i8", 0, 0 },
         [QVK_W_Q4_K] = { "q4_k", "q4_k", 256, 144 },
         [QVK_W_Q6_K] = { "q6_k", "q6_k", 256, 210 },
+        [QVK_W_Q5_0] = { "q5_0", "q5_0", 32, 22 },
 };
+
+/* The GGUF block types of vk-matmul.c, read by the same shaders with G = 32 where a row block of
+ * a product in several formats (qvk_matmul_rows) is one of them. */
+static const struct {
+        const char *shader;
+        uint32_t group, bytes;
+} rows_types[] = {
+        [QVK_W_Q8_0] = { "q8_0", 32, 34 },
+        [QVK_W_Q4_0] = { "q4_0", 32, 18 },
+        [QVK_W_Q4_1] = { "q4_1", 32, 20 },
+};
+
+/* The shader format, group and block bytes of t for the kernels here; false where they do not
+ * read it. */
+static bool ext_format(QvkWeightType t, const char **ret_shader, uint32_t *ret_group, uint32_t *ret_bytes) {
+        if (qvk_ext_type(t)) {
+                *ret_shader = ext_types[t].shader;
+                *ret_group = ext_types[t].group;
+                *ret_bytes = ext_types[t].bytes;
+                return true;
+        }
+        if (t < ELEMENTSOF(rows_types) && rows_types[t].shader) {
+                *ret_shader = rows_types[t].shader;
+                *ret_group = rows_types[t].group;
+                *ret_bytes = rows_types[t].bytes;
+                return true;
+        }
+        return false;
+}
 
 bool qvk_ext_type(QvkWeightType t) {
         return t < _QVK_W_MAX && ext_types[t].name;
@@ -49,15 +79,27 @@ const char *qvk_ext_type_name(QvkWeightType t) {
 
 /* Elements per group: the block, or 32 for the per-row formats (their 32-byte units). */
 static uint32_t ext_group(QvkWeightType t) {
-        return ext_types[t].group ? ext_types[t].group : 32;
+        const char *sh;
+        uint32_t g = 0, bytes;
+
+        (void) ext_format(t, &sh, &g, &bytes);
+        return g ? g : 32;
+}
+
+/* Row bytes of any format ext_format() knows. */
+static uint64_t rows_row_bytes(QvkWeightType t, uint32_t k) {
+        const char *sh;
+        uint32_t g, bytes;
+
+        if (!ext_format(t, &sh, &g, &bytes) || k % ext_group(t))
+                return 0;
+        if (g == 0)
+                return (uint64_t) k + 16;  /* 16-byte header with the f32 scale, then the codes */
+        return (uint64_t) k / g * bytes;
 }
 
 uint64_t qvk_ext_row_bytes(QvkWeightType t, uint32_t k) {
-        if (!qvk_ext_type(t) || k % ext_group(t))
-                return 0;
-        if (ext_types[t].group == 0)
-                return (uint64_t) k + 16;  /* 16-byte header with the f32 scale, then the codes */
-        return (uint64_t) k / ext_types[t].group * ext_types[t].bytes;
+        return qvk_ext_type(t) ? rows_row_bytes(t, k) : 0;
 }
 
 /* Workgroup size (a power of two: the shared-memory reduction halves it) and rows per
@@ -70,13 +112,14 @@ static void ext_matvec_shape(uint32_t *ret_wg, uint32_t *ret_rows) {
 }
 
 static void ext_variant(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t n, char *buf, size_t len) {
-        const char *act = x_f16 ? "f16" : "f32";
+        const char *act = x_f16 ? "f16" : "f32", *shader = "";
+        uint32_t g, bytes;
 
+        (void) ext_format(wt, &shader, &g, &bytes);
         if (n > EXT_MATVEC_MAX_COLS)
-                snprintf(buf, len, "matmul_ext_%s_%s", ext_types[wt].shader, act);
+                snprintf(buf, len, "matmul_ext_%s_%s", shader, act);
         else
-                snprintf(buf, len, "matvec_ext_%s_%s%s", ext_types[wt].shader, act,
-                         d->subgroup_fast ? "" : "_nosg");
+                snprintf(buf, len, "matvec_ext_%s_%s%s", shader, act, d->subgroup_fast ? "" : "_nosg");
 }
 
 const char *qvk_ext_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t k, uint32_t n) {
@@ -101,17 +144,18 @@ static uint64_t binding_size(QvkBinding b) {
         return b.size ? MIN(b.size, total - b.offset) : total - b.offset;
 }
 
-int qvk_matmul_ext(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding x,
-                   bool x_f16, uint32_t n, QvkBinding y) {
+/* Y[j·ldy + y0 + i] for the m rows of W: the product, or one row block of it. */
+static int matmul_ext_rows(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding x,
+                           bool x_f16, uint32_t n, QvkBinding y, uint32_t ldy, uint32_t y0) {
         QvkDevice *d = qvk_cmd_device(c);
-        ExtPush push = { m, k, n, 0 };
+        ExtPush push = { m, k, n, 0, ldy, y0 };
         QvkBinding b[3] = { w, x, y };
         QvkPipeline *p;
         uint64_t wbytes;
         char name[64];
         int r;
 
-        if (!qvk_ext_type(wt) || !w.buf || !x.buf || !y.buf)
+        if (!rows_row_bytes(wt, ext_group(wt)) || !w.buf || !x.buf || !y.buf)
                 return -EINVAL;
         if (m == 0 || k == 0 || n == 0)
                 return 0;
@@ -120,12 +164,13 @@ int qvk_matmul_ext(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32
         /* 16-byte vector loads of activations and of the per-row formats' rows. */
         if (w.offset % 16 || x.offset % 16)
                 return -EINVAL;
-        wbytes = qvk_ext_row_bytes(wt, k) * m;
+        wbytes = rows_row_bytes(wt, k) * m;
+        uint64_t yend = (uint64_t) (n - 1) * ldy + y0 + m;  /* values of Y up to the last written */
         /* The shaders address bytes with 32-bit integers. */
-        if (wbytes > UINT32_MAX || (uint64_t) n * k > UINT32_MAX / 2 || (uint64_t) n * m > UINT32_MAX)
+        if (wbytes > UINT32_MAX || (uint64_t) n * k > UINT32_MAX / 2 || yend > UINT32_MAX)
                 return -E2BIG;
-        if (binding_size(w) < wbytes || binding_size(x) < (uint64_t) n * k * (x_f16 ? 2 : 4) ||
-            binding_size(y) < (uint64_t) n * m * 4)
+        if (ldy < (uint64_t) y0 + m || binding_size(w) < wbytes ||
+            binding_size(x) < (uint64_t) n * k * (x_f16 ? 2 : 4) || binding_size(y) < yend * 4)
                 return -EINVAL;
         ext_variant(d, wt, x_f16, n, name, sizeof(name));
 
@@ -150,4 +195,44 @@ int qvk_matmul_ext(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32
                 return r;
         push.gx = gx;
         return qvk_cmd_dispatch(c, p, b, 3, 1u << 2, &push, sizeof(push), gx, DIV_ROUND_UP(groups, gx), 1);
+}
+
+int qvk_matmul_ext(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding x,
+                   bool x_f16, uint32_t n, QvkBinding y) {
+        return matmul_ext_rows(c, wt, w, m, k, x, x_f16, n, y, m, 0);
+}
+
+int qvk_matmul_rows(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding x,
+                    bool x_f16, uint32_t n, QvkBinding y, uint32_t ldy, uint32_t y0) {
+        QvkDevice *d = qvk_cmd_device(c);
+        uint64_t align = MAX(d->min_storage_align, (uint64_t) 16);
+        uint64_t range = d->features.max_storage_buffer_range / align * align, rb;
+        uint64_t yend = (uint64_t) (n - 1) * ldy + y0 + m;
+        int r;
+
+        if (!rows_row_bytes(wt, ext_group(wt)))
+                return -EOPNOTSUPP;
+        if (!w.buf || !x.buf || !y.buf || w.offset % 16)
+                return -EINVAL;
+        if (m == 0 || k == 0 || n == 0)
+                return 0;
+        rb = rows_row_bytes(wt, k);
+        if (rb == 0 || ldy < (uint64_t) y0 + m)
+                return -EINVAL;
+        if ((uint64_t) n * k * (x_f16 ? 2 : 4) > range || yend * 4 > range)
+                return -E2BIG;
+        x.size = x.size ? x.size : MIN(qvk_buffer_size(x.buf) - MIN(x.offset, qvk_buffer_size(x.buf)), range);
+        y.size = y.size ? y.size : MIN(qvk_buffer_size(y.buf) - MIN(y.offset, qvk_buffer_size(y.buf)), range);
+        /* W by rows: chunks within the range whose offsets stay aligned. */
+        uint64_t q = ALIGN_COUNT(rb, align), chunk = range / rb / q * q;
+        if (chunk == 0)
+                return -E2BIG;
+        for (uint64_t r0 = 0; r0 < m; r0 += chunk) {
+                uint32_t mr = (uint32_t) MIN(chunk, m - r0);
+                QvkBinding wc = { w.buf, w.offset + r0 * rb, mr * rb };
+                r = matmul_ext_rows(c, wt, wc, mr, k, x, x_f16, n, y, ldy, (uint32_t) (y0 + r0));
+                if (r < 0)
+                        return r;
+        }
+        return 0;
 }

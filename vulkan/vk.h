@@ -146,10 +146,12 @@ typedef enum QvkWeightType {
          * stay 16-byte aligned and can be split and concatenated like any other format's. */
         QVK_W_FP8_ROW,              /* E4M3FN codes, w = scale_r * e4m3(q) */
         QVK_W_I8_ROW,               /* int8 codes -127..127, w = scale_r * q */
-        /* ggml's K-quants, byte-compatible with GGUF (k a multiple of 256): the super-blocks of
+        /* ggml's K-quants, byte-compatible with GGUF (k a multiple of 256), and Q5_0 (k a multiple
+         * of 32, Q4_K's stand-in where rows are not whole super-blocks): the tensors of
          * llama.cpp's Q4_K_M / Q4_K_S / Q6_K files, run as stored on the extended kernels. */
         QVK_W_Q4_K,                 /* 144-byte blocks of 256: fp16 d, dmin, 6-bit scales/mins, nibbles */
         QVK_W_Q6_K,                 /* 210-byte blocks of 256: 4+2-bit codes, int8 scales, fp16 d */
+        QVK_W_Q5_0,                 /* 22-byte blocks of 32: fp16 d, 32 fifth bits, nibbles (x - 16) */
         _QVK_W_MAX,
 } QvkWeightType;
 
@@ -186,6 +188,13 @@ uint64_t qvk_q8_bytes(uint32_t k, uint32_t n);
 int qvk_quantize_act(QvkCmd *c, QvkBinding x, bool x_f16, uint32_t k, uint32_t n, QvkBinding xq);
 int qvk_matmul_q8(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding xq,
                   uint32_t n, QvkBinding y);
+/* qvk_matmul() for one row block of a product whose row blocks are stored in different formats
+ * (a fused Q/K/V matrix of a Q4_K_M file: Q4_K and Q6_K rows): W's m rows give rows y0 .. y0+m-1
+ * of Y's columns of ldy values (Y[j·ldy + y0 + i]), no scratch. Extended formats only (the
+ * K-quants included; -EOPNOTSUPP for the others). W is split by rows where it exceeds
+ * maxStorageBufferRange; X and Y must each fit in it (-E2BIG). */
+int qvk_matmul_rows(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding x,
+                    bool x_f16, uint32_t n, QvkBinding y, uint32_t ldy, uint32_t y0);
 /* The shader variant qvk_matmul() uses for these shapes, e.g. "matvec_dot_q4_0 n=1" (for
  * benchmarks and logs); the string is thread-local and valid until the next call. */
 const char *qvk_matmul_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t k, uint32_t n);
