@@ -89,7 +89,7 @@ static QvkWeightType target_type(const LlamaTensor *t, QdPrecision p, bool mix) 
         }
 }
 
-/* Formats qvk_matmul_rows() reads. */
+/* Formats qvk_matmul_blocks() reads. */
 static bool rows_type(QvkWeightType wt) {
         return wt == QVK_W_Q4_K || wt == QVK_W_Q6_K || wt == QVK_W_Q5_0 || wt == QVK_W_Q8_0 ||
                wt == QVK_W_Q4_0 || wt == QVK_W_Q4_1;
@@ -710,17 +710,14 @@ uint32_t llama_vk_seq_length(LlamaVkSeq *s) {
 int llama_vk_mm(QvkCmd *c, QvkBuffer *scratch, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *x,
                 QvkBuffer *y, uint32_t n) {
         if (t->n_seg > 0) {
-                uint32_t y0 = 0;
-                for (uint32_t i = 0; i < t->n_seg; i++) {
-                        uint64_t bytes = qvk_weight_row_bytes(t->seg[i].wt, t->k) * t->seg[i].m;
-                        int r = qvk_matmul_rows(c, t->seg[i].wt, B(wbuf, t->off + t->seg[i].off, bytes), t->seg[i].m,
-                                                t->k, B(x, 0, (uint64_t) n * t->k * 4), false, n,
-                                                B(y, 0, (uint64_t) n * t->m * 4), t->m, y0);
-                        if (r < 0)
-                                return r;
-                        y0 += t->seg[i].m;
-                }
-                return 0;
+                QvkRowBlock b[ELEMENTSOF(t->seg)];
+                for (uint32_t i = 0; i < t->n_seg; i++)
+                        b[i] = (QvkRowBlock) { t->seg[i].wt,
+                                               B(wbuf, t->off + t->seg[i].off,
+                                                 qvk_weight_row_bytes(t->seg[i].wt, t->k) * t->seg[i].m),
+                                               t->seg[i].m };
+                return qvk_matmul_blocks(c, b, t->n_seg, t->k, B(x, 0, (uint64_t) n * t->k * 4), false, n,
+                                         B(y, 0, (uint64_t) n * t->m * 4));
         }
         if (t->own.n_parts) {
                 QvkBinding wb[t->own.n_parts];

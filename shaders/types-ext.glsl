@@ -327,6 +327,7 @@ void load_quarter(uint row, uint u, uint qr, out float v[8]) {
 }
 
 // ---- activations: fp32 or (X_F16) fp16, read as 16-byte vectors; binding XB ----
+#ifdef XB
 #if defined(X_F16)
 layout(std430, binding = XB) readonly buffer X4 { uvec4 x4[]; };
 #else
@@ -345,3 +346,4 @@ void load_x8(uint c, uint e0, out vec4 a, out vec4 b) {
     b = x4[base / 4u + 1u];
 #endif
 }
+#endif // XB

@@ -41,7 +41,7 @@ static const struct {
 };
 
 /* The GGUF block types of vk-matmul.c, read by the same shaders with G = 32 where a row block of
- * a product in several formats (qvk_matmul_rows) is one of them. */
+ * a product in several formats (qvk_matmul_blocks) is one of them. */
 static const struct {
         const char *shader;
         uint32_t group, bytes;
@@ -122,6 +122,8 @@ static void ext_variant(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t n, 
                 snprintf(buf, len, "matvec_ext_%s_%s%s", shader, act, d->subgroup_fast ? "" : "_nosg");
 }
 
+static bool use_coopmat(QvkDevice *d, uint32_t m, uint32_t k, uint32_t n);
+
 const char *qvk_ext_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t k, uint32_t n) {
         static _Thread_local char out[128];
         char name[64];
@@ -129,7 +131,10 @@ const char *qvk_ext_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t 
         if (!qvk_ext_type(wt) || n == 0)
                 return NULL;
         ext_variant(d, wt, x_f16, n, name, sizeof(name));
-        if (n > EXT_MATVEC_MAX_COLS)
+        if (use_coopmat(d, 1, k, n))
+                snprintf(out, sizeof(out), "dequant_ext_%s + %s", ext_types[wt].shader,
+                         qvk_matmul_kernel(d, QVK_W_F16, x_f16, k, n));
+        else if (n > EXT_MATVEC_MAX_COLS)
                 snprintf(out, sizeof(out), "%s g=%u", name, ext_group(wt));
         else
                 snprintf(out, sizeof(out), "%s g=%u n=%u", name, ext_group(wt), n);
@@ -197,40 +202,127 @@ static int matmul_ext_rows(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m
         return qvk_cmd_dispatch(c, p, b, 3, 1u << 2, &push, sizeof(push), gx, DIV_ROUND_UP(groups, gx), 1);
 }
 
+/* n > 8 columns on a cooperative-matrix device: W in fp16 (dequant_ext.comp into a buffer of
+ * the recording) times X on vk-matmul.c's F16 kernel. The plain tiled kernel runs at a few
+ * TFLOP/s; this costs one pass writing 2 bytes per weight and m·k·2 bytes of device memory per
+ * recording. $QUANTD_VK_EXT_DEQUANT=1 takes it on any device (the F16 kernel is then the tiled
+ * one), so that lavapipe checks the dequantization too. */
+static bool use_coopmat(QvkDevice *d, uint32_t m, uint32_t k, uint32_t n) {
+        return (d->coopmat || qvk_env_u32("QUANTD_VK_EXT_DEQUANT", 0, 1)) && n > EXT_MATVEC_MAX_COLS &&
+               k % 8 == 0 && (uint64_t) m * k * 2 <= d->features.max_storage_buffer_range;
+}
+
+static int dequant(QvkCmd *c, const QvkRowBlock *b, size_t n_blocks, uint32_t k, QvkBinding out) {
+        QvkDevice *d = qvk_cmd_device(c);
+        uint32_t y0 = 0;
+        int r;
+
+        for (size_t i = 0; i < n_blocks; y0 += b[i].m, i++) {
+                const char *shader;
+                uint32_t g, bytes;
+                char name[64];
+                QvkPipeline *p;
+                (void) ext_format(b[i].wt, &shader, &g, &bytes);
+                uint64_t units = (uint64_t) b[i].m * (k / 32);
+                uint32_t spec[] = { 256, ext_group(b[i].wt) };
+                uint32_t groups = (uint32_t) DIV_ROUND_UP(units, 256u), gx = MIN(groups, EXT_MAX_GROUPS_X);
+                ExtPush push = { b[i].m, k, 0, gx, 0, y0 };
+                QvkBinding bind[2] = { b[i].w, out };
+                if (b[i].m == 0)
+                        continue;
+                snprintf(name, sizeof(name), "dequant_ext_%s", shader);
+                r = qvk_pipeline_get(d, name, spec, ELEMENTSOF(spec), 2, sizeof(push), &p);
+                if (r < 0)
+                        return r;
+                r = qvk_cmd_dispatch(c, p, bind, 2, 1u << 1, &push, sizeof(push), gx, DIV_ROUND_UP(groups, gx), 1);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int matmul_coopmat(QvkCmd *c, const QvkRowBlock *b, size_t n_blocks, uint32_t m, uint32_t k, QvkBinding x,
+                          bool x_f16, uint32_t n, QvkBinding y) {
+        uint64_t bytes = (uint64_t) m * k * 2;
+        QvkBuffer *t;
+        int r;
+
+        r = qvk_cmd_temp(c, bytes, &t);
+        if (r < 0)
+                return r;
+        r = dequant(c, b, n_blocks, k, (QvkBinding) { t, 0, bytes });
+        if (r < 0)
+                return r;
+        return qvk_matmul(c, QVK_W_F16, (QvkBinding) { t, 0, bytes }, m, k, x, x_f16, n, y, (QvkBinding) {});
+}
+
 int qvk_matmul_ext(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding x,
                    bool x_f16, uint32_t n, QvkBinding y) {
+        if (qvk_ext_type(wt) && k % ext_group(wt) == 0 && w.buf && x.buf && y.buf && m > 0 &&
+            use_coopmat(qvk_cmd_device(c), m, k, n)) {
+                QvkRowBlock b = { wt, w, m };
+                if (binding_size(w) < qvk_ext_row_bytes(wt, k) * m)
+                        return -EINVAL;
+                return matmul_coopmat(c, &b, 1, m, k, x, x_f16, n, y);
+        }
         return matmul_ext_rows(c, wt, w, m, k, x, x_f16, n, y, m, 0);
 }
 
-int qvk_matmul_rows(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding x,
-                    bool x_f16, uint32_t n, QvkBinding y, uint32_t ldy, uint32_t y0) {
+/* Block b's rows into rows y0.. of Y, W split by rows where it exceeds the storage range. */
+static int block_rows(QvkCmd *c, const QvkRowBlock *b, uint32_t k, QvkBinding x, bool x_f16, uint32_t n,
+                      QvkBinding y, uint32_t ldy, uint32_t y0) {
         QvkDevice *d = qvk_cmd_device(c);
         uint64_t align = MAX(d->min_storage_align, (uint64_t) 16);
-        uint64_t range = d->features.max_storage_buffer_range / align * align, rb;
-        uint64_t yend = (uint64_t) (n - 1) * ldy + y0 + m;
+        uint64_t range = d->features.max_storage_buffer_range / align * align;
+        uint64_t rb = rows_row_bytes(b->wt, k);
+        /* chunks within the range whose offsets stay aligned */
+        uint64_t q = ALIGN_COUNT(rb, align), chunk = range / rb / q * q;
         int r;
 
-        if (!rows_row_bytes(wt, ext_group(wt)))
-                return -EOPNOTSUPP;
-        if (!w.buf || !x.buf || !y.buf || w.offset % 16)
+        if (chunk == 0)
+                return -E2BIG;
+        for (uint64_t r0 = 0; r0 < b->m; r0 += chunk) {
+                uint32_t mr = (uint32_t) MIN(chunk, b->m - r0);
+                QvkBinding wc = { b->w.buf, b->w.offset + r0 * rb, mr * rb };
+                r = matmul_ext_rows(c, b->wt, wc, mr, k, x, x_f16, n, y, ldy, (uint32_t) (y0 + r0));
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int qvk_matmul_blocks(QvkCmd *c, const QvkRowBlock *b, size_t n_blocks, uint32_t k, QvkBinding x, bool x_f16,
+                      uint32_t n, QvkBinding y) {
+        QvkDevice *d = qvk_cmd_device(c);
+        uint64_t align = MAX(d->min_storage_align, (uint64_t) 16);
+        uint64_t range = d->features.max_storage_buffer_range / align * align, m = 0;
+        int r;
+
+        if (!b || n_blocks == 0 || !x.buf || !y.buf)
                 return -EINVAL;
+        for (size_t i = 0; i < n_blocks; i++) {
+                if (!rows_row_bytes(b[i].wt, ext_group(b[i].wt)))
+                        return -EOPNOTSUPP;
+                if (!b[i].w.buf || b[i].w.offset % 16 || !rows_row_bytes(b[i].wt, k))
+                        return -EINVAL;
+                m += b[i].m;
+        }
         if (m == 0 || k == 0 || n == 0)
                 return 0;
-        rb = rows_row_bytes(wt, k);
-        if (rb == 0 || ldy < (uint64_t) y0 + m)
-                return -EINVAL;
-        if ((uint64_t) n * k * (x_f16 ? 2 : 4) > range || yend * 4 > range)
+        if (m > UINT32_MAX)
+                return -E2BIG;
+        if ((uint64_t) n * k * (x_f16 ? 2 : 4) > range || (uint64_t) n * m * 4 > range)
                 return -E2BIG;
         x.size = x.size ? x.size : MIN(qvk_buffer_size(x.buf) - MIN(x.offset, qvk_buffer_size(x.buf)), range);
         y.size = y.size ? y.size : MIN(qvk_buffer_size(y.buf) - MIN(y.offset, qvk_buffer_size(y.buf)), range);
-        /* W by rows: chunks within the range whose offsets stay aligned. */
-        uint64_t q = ALIGN_COUNT(rb, align), chunk = range / rb / q * q;
-        if (chunk == 0)
-                return -E2BIG;
-        for (uint64_t r0 = 0; r0 < m; r0 += chunk) {
-                uint32_t mr = (uint32_t) MIN(chunk, m - r0);
-                QvkBinding wc = { w.buf, w.offset + r0 * rb, mr * rb };
-                r = matmul_ext_rows(c, wt, wc, mr, k, x, x_f16, n, y, ldy, (uint32_t) (y0 + r0));
+        if (use_coopmat(d, (uint32_t) m, k, n)) {
+                for (size_t i = 0; i < n_blocks; i++)
+                        if (binding_size(b[i].w) < rows_row_bytes(b[i].wt, k) * b[i].m)
+                                return -EINVAL;
+                return matmul_coopmat(c, b, n_blocks, (uint32_t) m, k, x, x_f16, n, y);
+        }
+        for (size_t i = 0, y0 = 0; i < n_blocks; y0 += b[i].m, i++) {
+                r = block_rows(c, &b[i], k, x, x_f16, n, y, (uint32_t) m, (uint32_t) y0);
                 if (r < 0)
                         return r;
         }

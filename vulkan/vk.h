@@ -188,13 +188,19 @@ uint64_t qvk_q8_bytes(uint32_t k, uint32_t n);
 int qvk_quantize_act(QvkCmd *c, QvkBinding x, bool x_f16, uint32_t k, uint32_t n, QvkBinding xq);
 int qvk_matmul_q8(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding xq,
                   uint32_t n, QvkBinding y);
-/* qvk_matmul() for one row block of a product whose row blocks are stored in different formats
- * (a fused Q/K/V matrix of a Q4_K_M file: Q4_K and Q6_K rows): W's m rows give rows y0 .. y0+m-1
- * of Y's columns of ldy values (Y[j·ldy + y0 + i]), no scratch. Extended formats only (the
- * K-quants included; -EOPNOTSUPP for the others). W is split by rows where it exceeds
- * maxStorageBufferRange; X and Y must each fit in it (-E2BIG). */
-int qvk_matmul_rows(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding x,
-                    bool x_f16, uint32_t n, QvkBinding y, uint32_t ldy, uint32_t y0);
+/* Y = W·X where W's rows are stored as blocks in different formats (a fused Q/K/V matrix of a
+ * Q4_K_M file: Q4_K and Q6_K rows): block i holds rows m_0 + .. + m_(i-1) onward, Y has the
+ * blocks' m rows in all per column. Extended formats and Q8_0/Q4_0/Q4_1 (through the extended
+ * shaders: fp32 activations, never the int-dot path; -EOPNOTSUPP for F16/F32); no scratch.
+ * A block's W is split by rows where it exceeds maxStorageBufferRange; X and Y must each fit in
+ * it (-E2BIG). */
+typedef struct QvkRowBlock {
+        QvkWeightType wt;
+        QvkBinding w;
+        uint32_t m;
+} QvkRowBlock;
+int qvk_matmul_blocks(QvkCmd *c, const QvkRowBlock *b, size_t n_blocks, uint32_t k, QvkBinding x, bool x_f16,
+                      uint32_t n, QvkBinding y);
 /* The shader variant qvk_matmul() uses for these shapes, e.g. "matvec_dot_q4_0 n=1" (for
  * benchmarks and logs); the string is thread-local and valid until the next call. */
 const char *qvk_matmul_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t k, uint32_t n);
