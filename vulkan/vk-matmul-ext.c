@@ -79,8 +79,8 @@ const char *qvk_ext_type_name(QvkWeightType t) {
 
 /* Elements per group: the block, or 32 for the per-row formats (their 32-byte units). */
 static uint32_t ext_group(QvkWeightType t) {
-        const char *sh;
-        uint32_t g = 0, bytes;
+        const char *sh = NULL;
+        uint32_t g = 0, bytes = 0;
 
         (void) ext_format(t, &sh, &g, &bytes);
         return g ? g : 32;
@@ -88,8 +88,8 @@ static uint32_t ext_group(QvkWeightType t) {
 
 /* Row bytes of any format ext_format() knows. */
 static uint64_t rows_row_bytes(QvkWeightType t, uint32_t k) {
-        const char *sh;
-        uint32_t g, bytes;
+        const char *sh = NULL;
+        uint32_t g = 0, bytes = 0;
 
         if (!ext_format(t, &sh, &g, &bytes) || k % ext_group(t))
                 return 0;
@@ -113,7 +113,7 @@ static void ext_matvec_shape(uint32_t *ret_wg, uint32_t *ret_rows) {
 
 static void ext_variant(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t n, char *buf, size_t len) {
         const char *act = x_f16 ? "f16" : "f32", *shader = "";
-        uint32_t g, bytes;
+        uint32_t g = 0, bytes = 0;
 
         (void) ext_format(wt, &shader, &g, &bytes);
         if (n > EXT_MATVEC_MAX_COLS)
@@ -218,8 +218,8 @@ static int dequant(QvkCmd *c, const QvkRowBlock *b, size_t n_blocks, uint32_t k,
         int r;
 
         for (size_t i = 0; i < n_blocks; y0 += b[i].m, i++) {
-                const char *shader;
-                uint32_t g, bytes;
+                const char *shader = "";
+                uint32_t g = 0, bytes = 0;
                 char name[64];
                 QvkPipeline *p;
                 (void) ext_format(b[i].wt, &shader, &g, &bytes);
