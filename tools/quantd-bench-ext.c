@@ -4,6 +4,7 @@
  * models/ggml-types.c (ggml's reference quantizers and the CPU path's dequantizers). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "ggml-types.h"
 #include "macro.h"
@@ -59,8 +60,12 @@ void bench_ext_quantize(QvkWeightType t, const float *src, uint32_t rows, uint32
         uint64_t rb = qvk_weight_row_bytes(t, k);
 
         if (kquant(t)) {
-                for (uint32_t r = 0; r < rows; r++)
-                        must(ggml_quantize_row(kquant(t), src + (uint64_t) r * k, dst + r * rb, k), "quantize", t);
+                /* ggml's K-quant searches are slow (seconds per 8B-model matrix on one core);
+                 * the bytes do not depend on the thread count */
+                long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+                must(qd_ggml_quantize_matrix(kquant(t), src, rows, k, (unsigned) CLAMP(cpus, 1L, 32L), dst),
+                     "quantize", t);
+                (void) rb;
                 return;
         }
         if (ext[t].type == QD_QTYPE_INVALID) {
