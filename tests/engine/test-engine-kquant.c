@@ -2,7 +2,7 @@
  * Q4_K_M mix (Q4_K, Q6_K in attn_v / ffn_down of some layers and the output head, and where rows
  * are not whole super-blocks the fallbacks Q5_0 / Q8_0) give the CPU reference's logits (which
  * dequantizes the same bits) after a prompt and decode steps, with Q/K/V fused from row blocks of
- * different formats; and the bundled model quantized the same way gives the CPU reference's
+ * different formats, and batched decode steps those of stepping alone; and the bundled model quantized the same way gives the CPU reference's
  * greedy tokens. */
 #include <assert.h>
 #include <stdio.h>
@@ -90,6 +90,47 @@ static void compare(QdEngine *cpu, QdEngine *gpu, const char *path, uint32_t V, 
         expect(worst < BOUND, "decode (matrix-vector) nmse, worst", worst, BOUND);
 }
 
+#define N_BATCH 10
+
+/* A batched decode of 3 and of 10 sequences (batched matrix-vector, then n > 8: the tiled or
+ * the dequantize + cooperative-matrix route) gives the tokens and logits of stepping each alone. */
+static void check_batch(QdEngine *gpu, const char *path, uint32_t V, uint64_t seed) {
+        _cleanup_(qd_model_freep) QdModel *m = NULL;
+        QdSequence *seqs[N_BATCH] = {}, *refs[N_BATCH] = {};
+        int32_t tok[16], tb[N_BATCH], ts;
+        float lb[N_BATCH], ls;
+        double worst = 0;
+
+        assert(qd_model_load(gpu, path, &m) == 0);
+        for (size_t i = 0; i < N_BATCH; i++) {
+                uint32_t n = 2 + i;
+                for (uint32_t k = 0; k < n; k++)
+                        tok[k] = fixture_rand(&seed) % V;
+                assert(qd_sequence_new(m, 64, &seqs[i]) == 0);
+                assert(qd_sequence_new(m, 64, &refs[i]) == 0);
+                assert(qd_sequence_prefill(seqs[i], tok, n) == 0);
+                assert(qd_sequence_prefill(refs[i], tok, n) == 0);
+        }
+        for (size_t n = 3; n <= N_BATCH; n += N_BATCH - 3)
+                for (int step = 0; step < 2; step++) {
+                        assert(qd_model_step_batch(m, seqs, NULL, n, tb, lb) == 0);
+                        for (size_t i = 0; i < n; i++) {
+                                assert(qd_sequence_step(refs[i], NULL, &ts, &ls) == 0);
+                                if (tb[i] != ts) {
+                                        printf("  batch of %zu, column %zu: token %d != alone %d  FAILED\n", n, i, tb[i], ts);
+                                        failures++;
+                                }
+                                worst = MAX(worst, fixture_nmse(qd_sequence_logits(seqs[i]), qd_sequence_logits(refs[i]), V));
+                        }
+                }
+        /* the cooperative-matrix route rounds activations and weights to fp16 (~1e-5) */
+        expect(worst < BOUND, "batch of 3 and 10 vs alone: nmse", worst, BOUND);
+        for (size_t i = 0; i < N_BATCH; i++) {
+                qd_sequence_free(seqs[i]);
+                qd_sequence_free(refs[i]);
+        }
+}
+
 static int greedy(QdEngine *e, const char *path, int32_t *out) {
         _cleanup_(qd_model_freep) QdModel *m = NULL;
         _cleanup_(qd_sequence_freep) QdSequence *s = NULL;
@@ -142,6 +183,7 @@ int main(void) {
                 if (specs[s].n_embd % 256)
                         assert(counts[GGML_TYPE_Q5_0] > 0 && counts[GGML_TYPE_Q8_0] > 0);
                 compare(cpu, gpu, q, specs[s].n_vocab, 600 + s);
+                check_batch(gpu, q, specs[s].n_vocab, 700 + s);
         }
 
         /* The bundled model as `quantd-quantize --type q4_k_m` writes it. */
