@@ -1,8 +1,10 @@
 /* Matrix products for the extended weight formats (vk.h, docs/QUANTIZATION.md): Q8_0/Q4_0/Q4_1
  * with groups of 64/128, NF4 (g = 32/64/128), FP8 E4M3 and INT8 with one f32 scale per row, and
- * ggml's K-quants Q4_K / Q6_K (super-blocks of 256).
+ * ggml's Q4_K / Q6_K (super-blocks of 256) and Q5_0.
  * Matrix-vector for n <= 8 (one pass over W for all columns) and a tiled matrix-matrix kernel
- * above, both dequantizing in registers with fp32 sums (shaders/{matvec,matmul}_ext.comp). */
+ * above, both dequantizing in registers with fp32 sums (shaders/{matvec,matmul}_ext.comp); on
+ * cooperative-matrix devices n > 8 runs on an fp16 copy of W (dequant_ext.comp) and the F16
+ * cooperative-matrix kernel. qvk_matmul_blocks(): a W made of row blocks in different formats. */
 #include <stdio.h>
 #include <stdlib.h>
 

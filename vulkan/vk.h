@@ -130,8 +130,10 @@ typedef enum QvkWeightType {
         QVK_W_Q4_1,                 /* 20-byte blocks: fp16 d, fp16 m, 16 bytes of nibbles */
         /* Extended storage formats (docs/QUANTIZATION.md; vulkan/vk-matmul-ext.c): the same fields
          * with longer groups, NF4, and per-row-scale FP8 / INT8. k must be a multiple of the group
-         * (of 32 for the per-row formats). Float kernels only: no int-dot or cooperative-matrix
-         * path; matrix-vector (n <= 8, fp32 sums) and a tiled fp32 matrix-matrix kernel. */
+         * (of 32 for the per-row formats). Float kernels only, no int-dot path: matrix-vector
+         * (n <= 8, fp32 sums) and a tiled fp32 matrix-matrix kernel, or on cooperative-matrix
+         * devices an fp16 copy of W (a buffer of the recording) on the F16 cooperative-matrix
+         * kernel for n > 8. */
         QVK_W_Q8_0_G64,             /* 66-byte blocks: fp16 d, 64 x int8 */
         QVK_W_Q8_0_G128,            /* 130-byte blocks: fp16 d, 128 x int8 */
         QVK_W_Q4_0_G64,             /* 34-byte blocks: fp16 d, 32 bytes of nibbles (x - 8) */
