@@ -136,6 +136,7 @@ static QdPrecision default_precision(uint32_t file_type) {
         case GGML_TYPE_Q4_0:
         case GGML_TYPE_Q4_1:
         case GGML_TYPE_Q4_K:
+        case GGML_TYPE_Q5_0: /* most weights of a Q4_K_M file whose rows are not whole super-blocks */
                 return QD_PRECISION_INT4;
         default:
                 return QD_PRECISION_F16;

@@ -16,6 +16,17 @@ typedef struct VkTensor {
         /* Its own allocations (off 0), where the layer's weights exceed maxMemoryAllocationSize;
          * else n_parts is 0 and the tensor lies at off in the layer's buffer. */
         QvkSplit own;
+        /* n_seg > 0: products through qvk_matmul_blocks(), W as row blocks: n_seg > 1 where
+         * the rows are stored as they are in different block formats (a fused Q/K/V of a Q4_K_M
+         * file: Q4_K and Q6_K rows; wt is then the first block's), block i of n_t tensors at
+         * off + seg[i].off; n_seg = 1 for a K-quant mix's Q8_0 (fp32 activations, no int-dot).
+         * Never with own allocations. */
+        uint32_t n_seg;
+        struct {
+                QvkWeightType wt;
+                uint32_t m, n_t;
+                uint64_t off;
+        } seg[3];
 } VkTensor;
 
 /* Q/K/V and gate/up are fused: their rows follow each other in one format, so that one matrix

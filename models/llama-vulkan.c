@@ -53,19 +53,33 @@ static uint32_t ggml_of(QvkWeightType wt) {
                 return GGML_TYPE_Q8_0;
         case QVK_W_Q4_0:
                 return GGML_TYPE_Q4_0;
+        case QVK_W_Q4_K:
+                return GGML_TYPE_Q4_K;
+        case QVK_W_Q6_K:
+                return GGML_TYPE_Q6_K;
+        case QVK_W_Q5_0:
+                return GGML_TYPE_Q5_0;
         default:
                 return GGML_TYPE_Q4_1;
         }
 }
 
 /* The device format of a weight for a variant: sources already in a block format no wider
- * than the variant's are used as they are; everything else is (re)quantized. */
-static QvkWeightType target_type(const LlamaTensor *t, QdPrecision p) {
+ * than the variant's are used as they are; everything else is (re)quantized. Q4_K, Q6_K and
+ * Q5_0 stay as stored in every variant, and in a K-quant mix (mix: a Q4_K_M file, say) so do
+ * Q8_0 and Q4_x: its int4 variant is the file's own mix (docs/QUANTIZATION.md). */
+static QvkWeightType target_type(const LlamaTensor *t, QdPrecision p, bool mix) {
         if (t->ne0 % 32 != 0)
                 return QVK_W_F16;
         switch (t->type) {
+        case GGML_TYPE_Q4_K:
+                return QVK_W_Q4_K;
+        case GGML_TYPE_Q6_K:
+                return QVK_W_Q6_K;
+        case GGML_TYPE_Q5_0:
+                return QVK_W_Q5_0;
         case GGML_TYPE_Q8_0:
-                return p == QD_PRECISION_INT4 ? QVK_W_Q4_0 : QVK_W_Q8_0;
+                return p == QD_PRECISION_INT4 && !mix ? QVK_W_Q4_0 : QVK_W_Q8_0;
         case GGML_TYPE_Q4_0:
                 return QVK_W_Q4_0;
         case GGML_TYPE_Q4_1:
@@ -75,16 +89,50 @@ static QvkWeightType target_type(const LlamaTensor *t, QdPrecision p) {
         }
 }
 
-/* One device matrix of the rows of n tensors with the same row length, in the first one's
- * device format. */
-static VkTensor plan(const LlamaTensor *const *t, size_t n, QdPrecision p, uint64_t *off) {
+/* Formats qvk_matmul_blocks() reads. */
+static bool rows_type(QvkWeightType wt) {
+        return wt == QVK_W_Q4_K || wt == QVK_W_Q6_K || wt == QVK_W_Q5_0 || wt == QVK_W_Q8_0 ||
+               wt == QVK_W_Q4_0 || wt == QVK_W_Q4_1;
+}
+
+/* One device matrix of the rows of n (<= 3) tensors with the same row length, in the first
+ * one's device format; where they are block formats of different kinds (Q/K/V of a Q4_K_M
+ * file: Q4_K and Q6_K), in row blocks of their own formats instead (each run of one format a
+ * block at an aligned offset) so that none is converted. */
+static VkTensor plan(const LlamaTensor *const *t, size_t n, QdPrecision p, bool mix, uint64_t *off) {
         VkTensor r = {
-                .wt = target_type(t[0], p),
+                .wt = target_type(t[0], p, mix),
                 .k = t[0]->ne0,
         };
-        for (size_t i = 0; i < n; i++)
+        bool mixed = false, kq = true;
+
+        for (size_t i = 0; i < n; i++) {
+                QvkWeightType wt = target_type(t[i], p, mix);
                 r.m += t[i]->ne1;
+                mixed |= wt != r.wt;
+                kq &= rows_type(wt);
+        }
         r.bytes = qvk_weight_row_bytes(r.wt, r.k) * r.m;
+        if (mixed && kq) {
+                uint64_t b = 0;
+                for (size_t i = 0; i < n; i++) {
+                        QvkWeightType wt = target_type(t[i], p, mix);
+                        if (r.n_seg == 0 || r.seg[r.n_seg - 1].wt != wt) {
+                                b = ALIGN_TO(b, ALIGN);
+                                r.seg[r.n_seg++] = (typeof(r.seg[0])) { .wt = wt, .off = b };
+                        }
+                        r.seg[r.n_seg - 1].m += t[i]->ne1;
+                        r.seg[r.n_seg - 1].n_t++;
+                        b += qvk_weight_row_bytes(wt, r.k) * t[i]->ne1;
+                }
+                r.bytes = b;
+        } else if (mix && r.wt == QVK_W_Q8_0) {
+                /* Q8_0 stands in for Q6_K in a K-quant mix: on the same fp32-activation kernels
+                 * as the K-quants (the int-dot kernel's int8 activations moved the bundled
+                 * model's greedy tokens off the CPU reference's). */
+                r.n_seg = 1;
+                r.seg[0] = (typeof(r.seg[0])) { .wt = r.wt, .m = r.m, .n_t = (uint32_t) n };
+        }
         r.off = *off;
         *off += ALIGN_TO(r.bytes, ALIGN);
         return r;
@@ -172,16 +220,16 @@ static void variant_plan(LlamaVk *v, QdPrecision p, Variant *var, uint64_t *laye
                 uint64_t off = 0;
                 const LlamaTensor *qkv[] = { &L->wq, &L->wk, &L->wv }, *gu[] = { &L->gate, &L->up };
                 const LlamaTensor *wo = &L->wo, *down = &L->down;
-                o->qkv = plan(qkv, 3, p, &off);
-                o->wo = plan(&wo, 1, p, &off);
-                o->gu = plan(gu, 2, p, &off);
-                o->down = plan(&down, 1, p, &off);
+                o->qkv = plan(qkv, 3, p, w->kquant_mix, &off);
+                o->wo = plan(&wo, 1, p, w->kquant_mix, &off);
+                o->gu = plan(gu, 2, p, w->kquant_mix, &off);
+                o->down = plan(&down, 1, p, w->kquant_mix, &off);
                 layer_bytes[l] = off;
                 var->bytes += off;
         }
         uint64_t off = 0;
         const LlamaTensor *out = &w->output;
-        var->output = plan(&out, 1, p, &off);
+        var->output = plan(&out, 1, p, w->kquant_mix, &off);
         *out_bytes = off;
         var->bytes += off;
 }
@@ -215,9 +263,16 @@ uint64_t llama_vk_variant_bytes(LlamaVk *v, QdPrecision p) {
 static int upload(const LlamaTensor *const *t, size_t n, VkTensor *vt, QvkBuffer *buf, Memo *memo,
                   size_t n_memo) {
         uint64_t off = vt->off, rb = qvk_weight_row_bytes(vt->wt, vt->k);
+        QvkWeightType wt = vt->wt;
 
-        for (size_t i = 0; i < n; i++) {
-                VkTensor part = { .wt = vt->wt, .k = vt->k, .m = t[i]->ne1, .off = off, .bytes = rb * t[i]->ne1 };
+        for (size_t i = 0, s = 0, first = 0; i < n; i++) {
+                if (vt->n_seg > 0 && i == first) {  /* the next row block */
+                        wt = vt->seg[s].wt;
+                        rb = qvk_weight_row_bytes(wt, vt->k);
+                        off = vt->off + vt->seg[s].off;
+                        first += vt->seg[s++].n_t;
+                }
+                VkTensor part = { .wt = wt, .k = vt->k, .m = t[i]->ne1, .off = off, .bytes = rb * t[i]->ne1 };
                 const void *data;
                 int r = convert(t[i], &part, memo, n_memo, &data);
                 if (r < 0)
@@ -233,9 +288,12 @@ static int upload(const LlamaTensor *const *t, size_t n, VkTensor *vt, QvkBuffer
         return 0;
 }
 
-/* A tensor in allocations of its own, split by rows where it exceeds maxMemoryAllocationSize. */
+/* A tensor in allocations of its own, split by rows where it exceeds maxMemoryAllocationSize
+ * (in one format: row blocks of K-quant mixes are converted to the first one's). */
 static int own_alloc(LlamaVk *v, VkTensor *t) {
         t->off = 0;
+        t->n_seg = 0;
+        t->bytes = qvk_weight_row_bytes(t->wt, t->k) * t->m;
         return qvk_split_new(v->d, t->m, qvk_weight_row_bytes(t->wt, t->k), QVK_MEM_DEVICE, &t->own);
 }
 
@@ -651,6 +709,16 @@ uint32_t llama_vk_seq_length(LlamaVkSeq *s) {
 
 int llama_vk_mm(QvkCmd *c, QvkBuffer *scratch, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *x,
                 QvkBuffer *y, uint32_t n) {
+        if (t->n_seg > 0) {
+                QvkRowBlock b[ELEMENTSOF(t->seg)];
+                for (uint32_t i = 0; i < t->n_seg; i++)
+                        b[i] = (QvkRowBlock) { t->seg[i].wt,
+                                               B(wbuf, t->off + t->seg[i].off,
+                                                 qvk_weight_row_bytes(t->seg[i].wt, t->k) * t->seg[i].m),
+                                               t->seg[i].m };
+                return qvk_matmul_blocks(c, b, t->n_seg, t->k, B(x, 0, (uint64_t) n * t->k * 4), false, n,
+                                         B(y, 0, (uint64_t) n * t->m * 4));
+        }
         if (t->own.n_parts) {
                 QvkBinding wb[t->own.n_parts];
                 uint32_t rows[t->own.n_parts];
@@ -704,7 +772,7 @@ static int mm(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkB
  * bound whole (a tensor split over allocations or beyond maxStorageBufferRange goes through
  * llama_vk_mm(), which quantizes the activations in its own dispatch). */
 static bool fuse_q8(LlamaVkSeq *s, const VkTensor *t, uint32_t n) {
-        return n == 1 && s->v->p_norm_q8 && t->own.n_parts == 0 &&
+        return n == 1 && s->v->p_norm_q8 && t->own.n_parts == 0 && t->n_seg == 0 &&
                t->bytes <= qvk_device_features(s->v->d)->max_storage_buffer_range &&
                qvk_matmul_wants_q8(s->v->d, t->wt, t->k, 1);
 }

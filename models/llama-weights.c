@@ -227,6 +227,9 @@ int llama_weights_load(const Gguf *g, LlamaWeights *ret, char **ret_error) {
                 w.n_params += t->n_elements;
                 if (t->n_dims >= 2 && t->type < _GGML_TYPE_MAX)
                         by_type[t->type] += t->n_elements;
+                if (t->n_dims >= 2 && (t->type == GGML_TYPE_Q4_K || t->type == GGML_TYPE_Q5_K ||
+                                       t->type == GGML_TYPE_Q6_K))
+                        w.kquant_mix = true;
         }
         for (uint32_t t = 0; t < _GGML_TYPE_MAX; t++)
                 if (by_type[t] > by_type[w.file_type])

@@ -38,6 +38,9 @@ typedef struct LlamaWeights {
         LlamaLayer *layers;
         uint64_t n_params;
         uint32_t file_type;  /* ggml type of most weights */
+        /* Some weight is a K-quant (Q4_K/Q5_K/Q6_K): a mix such as llama.cpp's Q4_K_M, whose
+         * block-format tensors every Vulkan variant keeps as stored (docs/QUANTIZATION.md). */
+        bool kquant_mix;
 } LlamaWeights;
 
 /* Fills ret from the file's metadata and tensors (views into g, which must outlive ret);

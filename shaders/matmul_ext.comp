@@ -69,6 +69,6 @@ void main() {
         for (uint j = 0u; j < 4u; j++) {
             uint r = tm + tx + 16u * i, c = tn + ty + 16u * j;
             if (r < pc.m && c < pc.n)
-                y[c * pc.m + r] = acc[i][j];
+                y[c * pc.ldy + pc.y0 + r] = acc[i][j];
         }
 }

@@ -88,6 +88,6 @@ void main() {
     if (tid < NR * NC) {
         uint r = tid / NC, c = tid % NC;
         if (row0 + r < pc.m)
-            y[c * pc.m + row0 + r] = t;
+            y[c * pc.ldy + pc.y0 + row0 + r] = t;
     }
 }

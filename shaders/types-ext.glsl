@@ -2,8 +2,13 @@
 // by matvec_ext.comp and matmul_ext.comp. One format per variant:
 //   W_Q8_0, W_Q4_0, W_Q4_1, W_NF4  blocks of G elements (G = 32, 64, 128, a specialization
 //                                  constant with id G_ID): fp16 d [fp16 m] then qs bytes
+//   W_Q5_0                         ggml's Q5_0 (G = 32): fp16 d, 4 bytes qh (bit j: the 5th
+//                                  bit of element j), 16 qs bytes as Q4_0's; value d(q - 16)
 //   W_FP8, W_I8                    per row a 16-byte header (f32 scale, 12 zero bytes), then
 //                                  k code bytes (E4M3 / int8); row stride k + 16, k % 32 == 0
+//   W_Q4_K, W_Q6_K                 ggml's K-quant super-blocks of 256 (G = 256): 144 bytes
+//                                  (fp16 d, dmin, 12 bytes of 6-bit scales/mins, 128 qs) and 210
+//                                  bytes (128 ql, 64 qh, 16 int8 scales, fp16 d)
 // Everything is read as 32-bit words and unpacked (blocks of 18/34/66/130 bytes are only 2-byte
 // aligned), so no variant needs 8/16-bit storage or fp16 arithmetic; arithmetic is fp32.
 //
@@ -11,18 +16,31 @@
 // 16 consecutive qs bytes of a block, whose low nibbles are row elements xa..xa+15 and high
 // nibbles xb..xb+15 (xb = xa + G/2, ggml's nibble order); for the 8-bit formats 32 consecutive
 // code bytes, elements xa..xa+31 (xb = xa + 16). Slot s (0..31) of a unit is element xa + s for
-// s < 16, else xb + s - 16. Units of a row: k/32, disjoint, covering the row.
+// s < 16, else xb + s - 16. Units of a row: k/32, disjoint, covering the row. The K-quants'
+// units are 4-bit-style too (16 bytes of ql/qs, low nibbles 16 elements, high nibbles another
+// 16), each half with its own scale: Q4_K unit j (0..7) of a super-block is qs bytes 16j..16j+15,
+// elements 64(j/2) + 16(j%2) + i (scale 2(j/2)) and those + 32 (scale 2(j/2) + 1); Q6_K unit j
+// is ql bytes 16j.., elements 128(j/4) + 16(j%4) + i (scale 8(j/4) + j%4) and those + 64 (scale
+// + 4), their upper 2 bits in qh bytes 32(j/4) + 16(j%2) + i at bit 2(j%4/2) (and + 4).
 
 layout(push_constant) uniform Push {
     uint m;      // rows of W, length of each output vector
     uint k;      // columns of W, length of each activation vector
     uint n;      // activation vectors
     uint gx;     // workgroups along x (the grid may wrap into y for large m)
+    uint ldy;    // values per output column (m, or more where these rows are a block of Y)
+    uint y0;     // output row of W's first row
 } pc;
 
 layout(constant_id = G_ID) const uint G = 32;  // group size of the block formats
 
-#if defined(W_Q4_0) || defined(W_Q4_1) || defined(W_NF4)
+#if defined(W_Q4_K) || defined(W_Q6_K)
+#define KQUANT
+#endif
+#if defined(W_Q6_K) || defined(W_Q5_0)
+#define HIBITS       // a fifth/sixth bit per code, from separate bytes
+#endif
+#if defined(W_Q4_0) || defined(W_Q4_1) || defined(W_NF4) || defined(KQUANT) || defined(W_Q5_0)
 #define NIBBLES
 #define UW 4u        // words per unit
 #else
@@ -31,12 +49,18 @@ layout(constant_id = G_ID) const uint G = 32;  // group size of the block format
 #if defined(W_FP8) || defined(W_I8)
 #define ROWSCALE
 #endif
-#if defined(W_Q4_1)
-#define HDR 4u       // header bytes of a block
+#if defined(W_Q5_0)
+#define HDR 6u       // header bytes of a block
+#elif defined(W_Q4_1)
+#define HDR 4u
 #else
 #define HDR 2u
 #endif
-#if defined(NIBBLES)
+#if defined(W_Q4_K)
+#define BLOCK_BYTES 144u
+#elif defined(W_Q6_K)
+#define BLOCK_BYTES 210u
+#elif defined(NIBBLES)
 #define BLOCK_BYTES (HDR + G / 2u)
 #else
 #define BLOCK_BYTES (HDR + G)
@@ -50,6 +74,11 @@ layout(std430, binding = 0) readonly buffer W4 { uvec4 w4[]; };  // same buffer,
 // 16 bits at an even byte offset
 uint w_rd16(uint off) {
     return (w32[off >> 2] >> ((off & 2u) * 8u)) & 0xffffu;
+}
+
+// the byte at any offset
+uint w_rd8(uint off) {
+    return (w32[off >> 2] >> ((off & 3u) * 8u)) & 0xffu;
 }
 
 // nw (<= 8) words starting at an even byte offset; at offsets 2 mod 4 each word is the upper
@@ -97,24 +126,68 @@ void tables_init(uint tid) {
 #endif
 }
 
-// Byte offset of unit u's first code byte in row `row`, its scale d and offset mn (value of a
-// code c: d*c + mn for Q4_0 (c = nibble, mn = -8d) / Q4_1, d*c for Q8_0 / I8, d*NF4[c],
-// d*e4m3(c)).
-void unit_info(uint row, uint u, out uint qoff, out float d, out float mn) {
-    mn = 0.0;
-#ifdef ROWSCALE
+#ifdef W_Q4_K
+// Scale and min j (0..7) of a Q4_K super-block whose 12 packed bytes start at byte off (6 bits
+// each: j < 4 in the low bits of bytes j and j + 4, j >= 4 split over byte j + 4's nibbles and
+// the top 2 bits of bytes j - 4 and j).
+void q4k_scale_min(uint off, uint j, out float sc, out float mn) {
+    if (j < 4u) {
+        sc = float(w_rd8(off + j) & 63u);
+        mn = float(w_rd8(off + j + 4u) & 63u);
+    } else {
+        uint b = w_rd8(off + j + 4u);
+        sc = float((b & 15u) | ((w_rd8(off + j - 4u) >> 6) << 4));
+        mn = float((b >> 4) | ((w_rd8(off + j) >> 6) << 4));
+    }
+}
+#endif
+
+// Byte offset of unit u's first code byte in row `row`, the scales d and offsets mn of its low
+// (.x: slots 0-15) and high (.y: slots 16-31) halves (value of a code c: d*c + mn for Q4_0
+// (c = nibble, mn = -8d) / Q4_1 / Q4_K (mn = -dmin*min) / Q6_K (c = 6 bits, mn = -32d), d*c for
+// Q8_0 / I8, d*NF4[c], d*e4m3(c)); for Q6_K also the offset of its qh bytes and their shift.
+void unit_info(uint row, uint u, out uint qoff, out vec2 d, out vec2 mn, out uint hoff, out uint hsh) {
+    mn = vec2(0.0);
+    hoff = 0u;
+    hsh = 0u;
+#if defined(KQUANT)
+    uint b = u / 8u, j = u % 8u;
+    uint off = (row * (pc.k / 256u) + b) * BLOCK_BYTES;
+#if defined(W_Q4_K)
+    float dd = unpackHalf2x16(w_rd16(off)).x, dm = unpackHalf2x16(w_rd16(off + 2u)).x;
+    float s0, m0, s1, m1;
+    q4k_scale_min(off + 4u, 2u * (j / 2u), s0, m0);
+    q4k_scale_min(off + 4u, 2u * (j / 2u) + 1u, s1, m1);
+    d = dd * vec2(s0, s1);
+    mn = -dm * vec2(m0, m1);
+    qoff = off + 16u + 16u * j;
+#else
+    float dd = unpackHalf2x16(w_rd16(off + 208u)).x;
+    uint c = j / 4u, h = j % 4u;
+    int slo = bitfieldExtract(int(w_rd8(off + 192u + 8u * c + h)), 0, 8);
+    int shi = bitfieldExtract(int(w_rd8(off + 196u + 8u * c + h)), 0, 8);
+    d = dd * vec2(float(slo), float(shi));
+    mn = -32.0 * d;
+    qoff = off + 16u * j;
+    hoff = off + 128u + 32u * c + 16u * (h % 2u);
+    hsh = 2u * (h / 2u);
+#endif
+#elif defined(ROWSCALE)
     uint off = row * (pc.k + 16u);
     qoff = off + 16u + 32u * u;
-    d = uintBitsToFloat(w32[off >> 2]);
+    d = vec2(uintBitsToFloat(w32[off >> 2]));
 #else
     const uint upb = G / 32u;  // units per block
     uint b = u / upb, j = u % upb;
     uint off = (row * (pc.k / G) + b) * BLOCK_BYTES;
-    d = unpackHalf2x16(w_rd16(off)).x;
+    d = vec2(unpackHalf2x16(w_rd16(off)).x);
 #if defined(W_Q4_0)
     mn = -8.0 * d;
 #elif defined(W_Q4_1)
-    mn = unpackHalf2x16(w_rd16(off + 2u)).x;
+    mn = vec2(unpackHalf2x16(w_rd16(off + 2u)).x);
+#elif defined(W_Q5_0)
+    mn = -16.0 * d;
+    hoff = off + 2u;
 #endif
     qoff = off + HDR + 4u * UW * j;
 #endif
@@ -122,7 +195,15 @@ void unit_info(uint row, uint u, out uint qoff, out float d, out float mn) {
 
 // Row elements of slots 0 and 16 of unit u.
 void unit_elems(uint u, out uint xa, out uint xb) {
-#if defined(NIBBLES)
+#if defined(W_Q4_K)
+    uint b = u / 8u, j = u % 8u;
+    xa = 256u * b + 64u * (j / 2u) + 16u * (j % 2u);
+    xb = xa + 32u;
+#elif defined(W_Q6_K)
+    uint b = u / 8u, j = u % 8u;
+    xa = 256u * b + 128u * (j / 4u) + 16u * (j % 4u);
+    xb = xa + 64u;
+#elif defined(NIBBLES)
     uint b = u / (G / 32u), j = u % (G / 32u);
     xa = b * G + 16u * j;
     xb = xa + G / 2u;
@@ -140,16 +221,23 @@ float e4m3(uint v) {
 }
 
 #ifdef NIBBLES
-// One word of nibble bytes: low nibbles (4 elements at the unit's lo half) and high nibbles.
-void dec_word(uint wd, float d, float mn, out vec4 lo, out vec4 hi) {
+// One word of nibble bytes: low nibbles (4 elements at the unit's lo half) and high nibbles;
+// for Q6_K hw is the matching word of qh bytes shifted right by the unit's hsh (bits 0-1 of
+// each byte: the low nibbles' upper bits, bits 4-5: the high nibbles').
+void dec_word(uint wd, uint hw, vec2 d, vec2 mn, out vec4 lo, out vec4 hi) {
     uvec4 b = (uvec4(wd) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu;
     uvec4 l = b & 15u, h = b >> 4;
+#if defined(HIBITS)
+    uvec4 q = (uvec4(hw) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu;
+    l |= (q & 3u) << 4;
+    h |= ((q >> 4) & 3u) << 4;
+#endif
 #ifdef W_NF4
-    lo = d * vec4(nf4_lut[l.x], nf4_lut[l.y], nf4_lut[l.z], nf4_lut[l.w]);
-    hi = d * vec4(nf4_lut[h.x], nf4_lut[h.y], nf4_lut[h.z], nf4_lut[h.w]);
+    lo = d.x * vec4(nf4_lut[l.x], nf4_lut[l.y], nf4_lut[l.z], nf4_lut[l.w]);
+    hi = d.y * vec4(nf4_lut[h.x], nf4_lut[h.y], nf4_lut[h.z], nf4_lut[h.w]);
 #else
-    lo = fma(vec4(d), vec4(l), vec4(mn));
-    hi = fma(vec4(d), vec4(h), vec4(mn));
+    lo = fma(vec4(d.x), vec4(l), vec4(mn.x));
+    hi = fma(vec4(d.y), vec4(h), vec4(mn.y));
 #endif
 }
 #else
@@ -164,18 +252,38 @@ vec4 dec_word(uint wd, float d) {
 }
 #endif
 
+#ifdef W_Q5_0
+// Q5_0's 32 qh bits at hoff as the hw word of dec_word() for qs word i: byte e gets the 5th
+// bit of element 4i + e in bit 0 and that of element 16 + 4i + e in bit 4.
+uint q5_hw(uint hoff, uint i) {
+    uint qh = w_rd16(hoff) | (w_rd16(hoff + 2u) << 16), hw = 0u;
+    for (uint e = 0u; e < 4u; e++)
+        hw |= (((qh >> (4u * i + e)) & 1u) | (((qh >> (16u + 4u * i + e)) & 1u) << 4)) << (8u * e);
+    return hw;
+}
+#endif
+
 // The 32 weights of unit u of row `row` by slot: wv[i] holds slots 4i..4i+3.
 void load_unit(uint row, uint u, out vec4 wv[8]) {
-    uint qoff, q[8];
-    float d, mn;
-    unit_info(row, u, qoff, d, mn);
+    uint qoff, hoff, hsh, q[8], qh[8];
+    vec2 d, mn;
+    unit_info(row, u, qoff, d, mn, hoff, hsh);
     w_words(qoff, UW, q);
+#if defined(W_Q6_K)
+    w_words(hoff, 4u, qh);
+#elif defined(W_Q5_0)
+    for (uint i = 0u; i < 4u; i++)
+        qh[i] = q5_hw(hoff, i);
+#else
+    for (uint i = 0u; i < 4u; i++)
+        qh[i] = 0u;
+#endif
 #ifdef NIBBLES
     for (uint i = 0u; i < 4u; i++)
-        dec_word(q[i], d, mn, wv[i], wv[i + 4u]);
+        dec_word(q[i], qh[i] >> hsh, d, mn, wv[i], wv[i + 4u]);
 #else
     for (uint i = 0u; i < 8u; i++)
-        wv[i] = dec_word(q[i], d);
+        wv[i] = dec_word(q[i], d.x);
 #endif
 }
 
@@ -189,13 +297,20 @@ uint quarter_slot(uint qr, uint i) {
 }
 
 void load_quarter(uint row, uint u, uint qr, out float v[8]) {
-    uint qoff, q[8];
-    float d, mn;
-    unit_info(row, u, qoff, d, mn);
+    uint qoff, hoff, hsh, q[8], qh[8];
+    vec2 d, mn;
+    unit_info(row, u, qoff, d, mn, hoff, hsh);
 #ifdef NIBBLES
     w_words(qoff + 4u * qr, 1u, q);
+#if defined(W_Q6_K)
+    w_words(hoff + 4u * qr, 1u, qh);
+#elif defined(W_Q5_0)
+    qh[0] = q5_hw(hoff, qr);
+#else
+    qh[0] = 0u;
+#endif
     vec4 lo, hi;
-    dec_word(q[0], d, mn, lo, hi);
+    dec_word(q[0], qh[0] >> hsh, d, mn, lo, hi);
     v[0] = lo.x; v[1] = lo.y; v[2] = lo.z; v[3] = lo.w;
     v[4] = hi.x; v[5] = hi.y; v[6] = hi.z; v[7] = hi.w;
 #else
@@ -205,13 +320,14 @@ void load_quarter(uint row, uint u, uint qr, out float v[8]) {
 #else
     w_words(qoff + 8u * qr, 2u, q);
 #endif
-    vec4 a = dec_word(q[0], d), b = dec_word(q[1], d);
+    vec4 a = dec_word(q[0], d.x), b = dec_word(q[1], d.x);
     v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
     v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
 #endif
 }
 
 // ---- activations: fp32 or (X_F16) fp16, read as 16-byte vectors; binding XB ----
+#ifdef XB
 #if defined(X_F16)
 layout(std430, binding = XB) readonly buffer X4 { uvec4 x4[]; };
 #else
@@ -230,3 +346,4 @@ void load_x8(uint c, uint e0, out vec4 a, out vec4 b) {
     b = x4[base / 4u + 1u];
 #endif
 }
+#endif // XB

@@ -1,9 +1,12 @@
 /* quantd-bench's CPU side for the extended weight formats (longer groups, NF4, per-row-scale
  * FP8 / INT8): encoded and decoded by models/quant, the quantizers the engine uses, so the check
- * compares the kernels with the library's own reading of each byte layout. */
+ * compares the kernels with the library's own reading of each byte layout; the K-quants by
+ * models/ggml-types.c (ggml's reference quantizers and the CPU path's dequantizers). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
+#include "ggml-types.h"
 #include "macro.h"
 #include "quant-rowscale.h"
 #include "quant.h"
@@ -25,7 +28,16 @@ static const struct {
         [QVK_W_NF4_G128] = { QD_QTYPE_NF4, 128 },
         [QVK_W_FP8_ROW] = { QD_QTYPE_INVALID, 32, QD_ROWSCALE_FP8 },
         [QVK_W_I8_ROW] = { QD_QTYPE_INVALID, 32, QD_ROWSCALE_INT8 },
+        [QVK_W_Q4_K] = { QD_QTYPE_INVALID, 256 },
+        [QVK_W_Q6_K] = { QD_QTYPE_INVALID, 256 },
+        [QVK_W_Q5_0] = { QD_QTYPE_INVALID, 32 },
 };
+
+/* ggml's type number of a K-quant format (or Q5_0), 0 for the others. */
+static uint32_t kquant(QvkWeightType t) {
+        return t == QVK_W_Q4_K ? GGML_TYPE_Q4_K : t == QVK_W_Q6_K ? GGML_TYPE_Q6_K :
+               t == QVK_W_Q5_0 ? GGML_TYPE_Q5_0 : 0;
+}
 
 bool bench_ext_type(QvkWeightType t) {
         return t < _QVK_W_MAX && ext[t].group > 0;
@@ -47,6 +59,15 @@ void bench_ext_quantize(QvkWeightType t, const float *src, uint32_t rows, uint32
         QdQuantParams p = { .type = ext[t].type, .group_size = ext[t].group, .range = QD_RANGE_MINMAX };
         uint64_t rb = qvk_weight_row_bytes(t, k);
 
+        if (kquant(t)) {
+                /* ggml's K-quant searches are slow (seconds per 8B-model matrix on one core);
+                 * the bytes do not depend on the thread count */
+                long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+                must(qd_ggml_quantize_matrix(kquant(t), src, rows, k, (unsigned) CLAMP(cpus, 1L, 32L), dst),
+                     "quantize", t);
+                (void) rb;
+                return;
+        }
         if (ext[t].type == QD_QTYPE_INVALID) {
                 must(qd_rowscale_quantize(ext[t].rowscale, src, rows, k, dst), "quantize", t);
                 return;
@@ -58,6 +79,11 @@ void bench_ext_quantize(QvkWeightType t, const float *src, uint32_t rows, uint32
 void bench_ext_dequantize(QvkWeightType t, const uint8_t *src, uint32_t rows, uint32_t k, float *dst) {
         uint64_t rb = qvk_weight_row_bytes(t, k);
 
+        if (kquant(t)) {
+                for (uint32_t r = 0; r < rows; r++)
+                        must(ggml_dequantize_row(kquant(t), src + r * rb, dst + (uint64_t) r * k, k), "dequantize", t);
+                return;
+        }
         if (ext[t].type == QD_QTYPE_INVALID) {
                 must(qd_rowscale_dequantize(ext[t].rowscale, src, rows, k, dst), "dequantize", t);
                 return;

@@ -86,6 +86,8 @@ static void *make_acts(const float *x, uint64_t count, bool f16, float *ref_x, u
  * qd_dequant_row() / qd_rowscale_dequantize() decode, the same f32 products (d·q, d·q + m,
  * d·NF4[q], s·e4m3(q), s·q; exact or rounded once) that the kernels form, so again only the
  * order of the fp32 sums differs. */
+/* The extended formats' products of n > 8 on cooperative-matrix devices dequantize W to fp16
+ * (dequant_ext.comp) for that kernel, and so are held to its bound. */
 /* The cooperative-matrix kernel rounds both operands to fp16 (relative error up to 2^-11
  * each, ~2^-11 rms per product after both roundings); over many products of random sign the
  * normalised error stays near 2^-11 / sqrt(3) ~ 3e-4 (0 for fp16 weights and activations, where
@@ -112,7 +114,9 @@ static double int_dot_bound(const float *w, const float *x, uint32_t m, uint32_t
         return 5 * sqrt(var / MAX(ref2, 1e-300)) + FLOAT_BOUND;
 }
 
-static int check_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, double *ret_err,
+/* blocks: W as two row blocks in different formats (qvk_matmul_blocks): s.m rows in wt, then
+ * 21 rows in Q6_K (Q4_K where wt is Q6_K), the second block at a 256-byte offset. */
+static int check_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, bool blocks, double *ret_err,
                      double *ret_bound) {
         _cleanup_(qvk_buffer_freep) QvkBuffer *wb = NULL, *xb = NULL, *yb = NULL, *sb = NULL;
         _cleanup_(qvk_cmd_freep) QvkCmd *cmd = NULL;
@@ -120,8 +124,12 @@ static int check_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, double
         _cleanup_free_ uint8_t *wq = NULL;
         _cleanup_free_ void *xa = NULL;
         _cleanup_free_ double *ref = NULL;
-        uint64_t wbytes = qvk_weight_row_bytes(wt, s.k) * s.m, xbytes, nk = (uint64_t) s.n * s.k,
-                 ybytes = (uint64_t) s.n * s.m * 4, scratch;
+        QvkWeightType wt2 = wt == QVK_W_Q6_K ? QVK_W_Q4_K : QVK_W_Q6_K;
+        uint32_t m1 = s.m, m2 = blocks ? 21 : 0;
+        uint64_t wbytes1 = qvk_weight_row_bytes(wt, s.k) * m1, off2 = blocks ? ALIGN_TO(wbytes1, 256) : wbytes1;
+        uint64_t wbytes = off2 + qvk_weight_row_bytes(wt2, s.k) * m2, xbytes, nk = (uint64_t) s.n * s.k, scratch;
+        s.m += m2;
+        uint64_t ybytes = (uint64_t) s.n * s.m * 4;
         double num = 0, den = 0;
         int r;
 
@@ -138,8 +146,12 @@ static int check_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, double
                 wf[i] = rng_uniform();
         for (uint64_t i = 0; i < nk; i++)
                 xf[i] = rng_uniform();
-        bench_quantize(wt, wf, s.m, s.k, wq);
-        bench_dequantize(wt, wq, s.m, s.k, wdeq);
+        bench_quantize(wt, wf, m1, s.k, wq);
+        bench_dequantize(wt, wq, m1, s.k, wdeq);
+        if (blocks) {
+                bench_quantize(wt2, wf + (uint64_t) m1 * s.k, m2, s.k, wq + off2);
+                bench_dequantize(wt2, wq + off2, m2, s.k, wdeq + (uint64_t) m1 * s.k);
+        }
         xa = make_acts(xf, nk, x_f16, xref, &xbytes);
         if (!xa)
                 return -ENOMEM;
@@ -167,8 +179,12 @@ static int check_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, double
         r = qvk_cmd_fill(cmd, yb, 0, ybytes, 0x7fc00000u);  /* poison: NaN */
         if (r < 0)
                 return r;
-        r = qvk_matmul(cmd, wt, (QvkBinding) { wb, 0, 0 }, s.m, s.k, (QvkBinding) { xb, 0, 0 }, x_f16, s.n,
-                       (QvkBinding) { yb, 0, 0 }, (QvkBinding) { sb, 0, 0 });
+        if (blocks) {
+                QvkRowBlock b[2] = { { wt, { wb, 0, wbytes1 }, m1 }, { wt2, { wb, off2, wbytes - off2 }, m2 } };
+                r = qvk_matmul_blocks(cmd, b, 2, s.k, (QvkBinding) { xb, 0, 0 }, x_f16, s.n, (QvkBinding) { yb, 0, 0 });
+        } else
+                r = qvk_matmul(cmd, wt, (QvkBinding) { wb, 0, 0 }, s.m, s.k, (QvkBinding) { xb, 0, 0 }, x_f16,
+                               s.n, (QvkBinding) { yb, 0, 0 }, (QvkBinding) { sb, 0, 0 });
         if (r < 0)
                 return r;
         r = qvk_cmd_end(cmd);
@@ -203,9 +219,10 @@ static int check_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, double
                         mag2 += a * a;
                 }
         double cancel = den > 0 ? MAX(1.0, sqrt(mag2 / den)) : 1.0;
-        if (strstr(qvk_matmul_kernel(d, wt, x_f16, s.k, s.n), "_dot"))
+        if (!blocks && strstr(qvk_matmul_kernel(d, wt, x_f16, s.k, s.n), "_dot"))
                 *ret_bound = int_dot_bound(wdeq, xref, s.m, s.k, s.n, den) + FLOAT_BOUND * (cancel - 1);
-        else if (strstr(qvk_matmul_kernel(d, wt, x_f16, s.k, s.n), "coopmat"))
+        else if (strstr(qvk_matmul_kernel(d, blocks ? wt2 : wt, x_f16, s.k, s.n), "coopmat") ||
+                 strstr(qvk_matmul_kernel(d, blocks ? wt2 : wt, x_f16, s.k, s.n), "dequant"))
                 *ret_bound = COOPMAT_BOUND * cancel;
         else
                 *ret_bound = FLOAT_BOUND * cancel;
@@ -224,20 +241,26 @@ static int run_check(QvkDevice *d) {
         static const Shape odd_k[] = {  /* F32/F16 only: k not a multiple of 8 or 32 */
                 { 37, 97, 1 }, { 19, 33, 4 }, { 33, 45, 20 }, { 3, 7, 1 },
         };
-        static const Shape group_k[] = {  /* extended formats only: k = 3 or 5 groups of 128 (or 3 of 64) */
+        static const Shape group_k[] = {  /* extended formats only: k = 3 or 5 groups of 128 (or 3 of 64), */
                 { 37, 384, 1 }, { 37, 384, 3 }, { 37, 384, 8 }, { 37, 384, 9 }, { 67, 640, 67 },
                 { 45, 192, 3 }, { 1, 128, 1 }, { 130, 384, 2 },
         };
-        const size_t n_base = ELEMENTSOF(shapes) + ELEMENTSOF(odd_k);
+        static const Shape kq_k[] = {  /* Q4_K, Q6_K, Q5_0 only: k = 2, 3, 5 super-blocks of 256
+                                          (the base shapes add k = 256 .. 8448) */
+                { 37, 768, 1 }, { 37, 768, 3 }, { 37, 768, 8 }, { 37, 768, 9 }, { 67, 512, 67 },
+                { 1, 256, 1 }, { 130, 1280, 17 },
+        };
+        const size_t n_base = ELEMENTSOF(shapes) + ELEMENTSOF(odd_k), n_group = n_base + ELEMENTSOF(group_k);
         unsigned failures = 0, total = 0;
 
         printf("%-28s %-5s %-4s %6s %6s %4s %10s %8s %s\n", "kernel", "wtype", "act", "m", "k", "n",
                "error", "bound", "result");
         for (QvkWeightType wt = 0; wt < _QVK_W_MAX; wt++)
                 for (int f16 = 0; f16 < 2; f16++)
-                        for (size_t i = 0; i < n_base + ELEMENTSOF(group_k); i++) {
+                        for (size_t i = 0; i < n_group + ELEMENTSOF(kq_k); i++) {
                                 Shape s = i < ELEMENTSOF(shapes) ? shapes[i] :
-                                          i < n_base ? odd_k[i - ELEMENTSOF(shapes)] : group_k[i - n_base];
+                                          i < n_base ? odd_k[i - ELEMENTSOF(shapes)] :
+                                          i < n_group ? group_k[i - n_base] : kq_k[i - n_group];
                                 double err = NAN, bound = 0;
                                 bool ok;
                                 int r;
@@ -246,9 +269,18 @@ static int run_check(QvkDevice *d) {
                                         continue;
                                 if (i >= n_base && !bench_ext_type(wt))
                                         continue;
+                                if (i >= n_group && wt != QVK_W_Q4_K && wt != QVK_W_Q6_K && wt != QVK_W_Q5_0)
+                                        continue;
                                 if (bench_ext_type(wt) && s.k % bench_ext_group(wt))
                                         continue;  /* the extended formats: k a multiple of the group */
-                                r = check_one(d, wt, f16, s, &err, &bound);
+                                r = check_one(d, wt, f16, s, false, &err, &bound);
+                                if (r == -E2BIG && getenv("QUANTD_VK_MAX_STORAGE_RANGE")) {
+                                        /* the forced range is below one aligned chunk of rows
+                                         * (8 rows of Q6_K's 210-byte blocks at k = 8448) */
+                                        printf("%-28s %-5s %-4s %6u %6u %4u %10s %8s skipped: rows beyond the range\n",
+                                               "-", qvk_weight_type_name(wt), f16 ? "f16" : "f32", s.m, s.k, s.n, "-", "-");
+                                        continue;
+                                }
                                 if (r < 0) {
                                         fprintf(stderr, "%s %s %ux%ux%u: %s\n", qvk_weight_type_name(wt),
                                                 f16 ? "f16" : "f32", s.m, s.k, s.n, strerror(-r));
@@ -262,6 +294,30 @@ static int run_check(QvkDevice *d) {
                                        f16 ? "f16" : "f32", s.m, s.k, s.n, err, bound,
                                        ok ? "ok" : "MISMATCH");
                         }
+        /* W as row blocks in two formats (qvk_matmul_blocks), the GGUF block types through the
+         * extended shaders (G = 32): matrix-vector, batched and matrix-matrix. */
+        static const QvkWeightType rows_types[] = { QVK_W_Q8_0, QVK_W_Q4_0, QVK_W_Q4_1, QVK_W_Q5_0,
+                                                    QVK_W_Q4_K, QVK_W_Q6_K };
+        static const Shape rows_shapes[] = { { 37, 512, 1 }, { 70, 768, 5 }, { 67, 512, 13 } };
+        for (size_t t = 0; t < ELEMENTSOF(rows_types); t++)
+                for (size_t i = 0; i < ELEMENTSOF(rows_shapes); i++) {
+                        QvkWeightType wt = rows_types[t];
+                        Shape s = rows_shapes[i];
+                        double err = NAN, bound = 0;
+                        bool f16 = i == 1, ok;
+                        int r = check_one(d, wt, f16, s, true, &err, &bound);
+                        if (r < 0) {
+                                fprintf(stderr, "blocks %s %ux%ux%u: %s\n", qvk_weight_type_name(wt), s.m, s.k, s.n,
+                                        strerror(-r));
+                                return r;
+                        }
+                        ok = err <= bound;
+                        total++;
+                        failures += !ok;
+                        printf("%-28s %-5s %-4s %6u %6u %4u %10.3g %8.2g %s\n", "qvk_matmul_blocks +21 rows",
+                               qvk_weight_type_name(wt), f16 ? "f16" : "f32", s.m, s.k, s.n, err, bound,
+                               ok ? "ok" : "MISMATCH");
+                }
         printf("%u of %u checks passed\n", total - failures, total);
         return failures ? -EBADMSG : 0;
 }
@@ -456,7 +512,8 @@ static void help(void) {
                "  --shape MxKxN      benchmark this shape (repeatable; default: Llama-3-8B's)\n"
                "  --wtype T          benchmark weight type T only (f32 f16 q8_0 q4_0 q4_1, and the\n"
                "                     extended q8_0_g64 q8_0_g128 q4_0_g64 q4_0_g128 q4_1_g64\n"
-               "                     q4_1_g128 nf4_g32 nf4_g64 nf4_g128 fp8_row i8_row)\n"
+               "                     q4_1_g128 nf4_g32 nf4_g64 nf4_g128 fp8_row i8_row, and ggml's\n"
+               "                     q4_k q6_k q5_0)\n"
                "  --json             benchmark results as JSON\n"
                "  --q8               int-dot kernels alone, activations quantized beforehand\n"
                "  --act A            benchmark activation type A only (f32 f16)\n");

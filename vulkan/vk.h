@@ -131,8 +131,10 @@ typedef enum QvkWeightType {
         QVK_W_Q4_1,                 /* 20-byte blocks: fp16 d, fp16 m, 16 bytes of nibbles */
         /* Extended storage formats (docs/QUANTIZATION.md; vulkan/vk-matmul-ext.c): the same fields
          * with longer groups, NF4, and per-row-scale FP8 / INT8. k must be a multiple of the group
-         * (of 32 for the per-row formats). Float kernels only: no int-dot or cooperative-matrix
-         * path; matrix-vector (n <= 8, fp32 sums) and a tiled fp32 matrix-matrix kernel. */
+         * (of 32 for the per-row formats). Float kernels only, no int-dot path: matrix-vector
+         * (n <= 8, fp32 sums) and a tiled fp32 matrix-matrix kernel, or on cooperative-matrix
+         * devices an fp16 copy of W (a buffer of the recording) on the F16 cooperative-matrix
+         * kernel for n > 8. */
         QVK_W_Q8_0_G64,             /* 66-byte blocks: fp16 d, 64 x int8 */
         QVK_W_Q8_0_G128,            /* 130-byte blocks: fp16 d, 128 x int8 */
         QVK_W_Q4_0_G64,             /* 34-byte blocks: fp16 d, 32 bytes of nibbles (x - 8) */
@@ -147,6 +149,12 @@ typedef enum QvkWeightType {
          * stay 16-byte aligned and can be split and concatenated like any other format's. */
         QVK_W_FP8_ROW,              /* E4M3FN codes, w = scale_r * e4m3(q) */
         QVK_W_I8_ROW,               /* int8 codes -127..127, w = scale_r * q */
+        /* ggml's K-quants, byte-compatible with GGUF (k a multiple of 256), and Q5_0 (k a multiple
+         * of 32, Q4_K's stand-in where rows are not whole super-blocks): the tensors of
+         * llama.cpp's Q4_K_M / Q4_K_S / Q6_K files, run as stored on the extended kernels. */
+        QVK_W_Q4_K,                 /* 144-byte blocks of 256: fp16 d, dmin, 6-bit scales/mins, nibbles */
+        QVK_W_Q6_K,                 /* 210-byte blocks of 256: 4+2-bit codes, int8 scales, fp16 d */
+        QVK_W_Q5_0,                 /* 22-byte blocks of 32: fp16 d, 32 fifth bits, nibbles (x - 16) */
         _QVK_W_MAX,
 } QvkWeightType;
 
@@ -183,6 +191,19 @@ uint64_t qvk_q8_bytes(uint32_t k, uint32_t n);
 int qvk_quantize_act(QvkCmd *c, QvkBinding x, bool x_f16, uint32_t k, uint32_t n, QvkBinding xq);
 int qvk_matmul_q8(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding xq,
                   uint32_t n, QvkBinding y);
+/* Y = W·X where W's rows are stored as blocks in different formats (a fused Q/K/V matrix of a
+ * Q4_K_M file: Q4_K and Q6_K rows): block i holds rows m_0 + .. + m_(i-1) onward, Y has the
+ * blocks' m rows in all per column. Extended formats and Q8_0/Q4_0/Q4_1 (through the extended
+ * shaders: fp32 activations, never the int-dot path; -EOPNOTSUPP for F16/F32); no scratch.
+ * A block's W is split by rows where it exceeds maxStorageBufferRange; X and Y must each fit in
+ * it (-E2BIG). */
+typedef struct QvkRowBlock {
+        QvkWeightType wt;
+        QvkBinding w;
+        uint32_t m;
+} QvkRowBlock;
+int qvk_matmul_blocks(QvkCmd *c, const QvkRowBlock *b, size_t n_blocks, uint32_t k, QvkBinding x, bool x_f16,
+                      uint32_t n, QvkBinding y);
 /* The shader variant qvk_matmul() uses for these shapes, e.g. "matvec_dot_q4_0 n=1" (for
  * benchmarks and logs); the string is thread-local and valid until the next call. */
 const char *qvk_matmul_kernel(QvkDevice *d, QvkWeightType wt, bool x_f16, uint32_t k, uint32_t n);

@@ -5,7 +5,8 @@
  *                       [--vocab N] [--pp N] [--tg N] [--reps N] [--batch N] [--device SEL]
  *                       [--precision fp16|int8|int4]
  * --batch N adds a batched decode measurement: N sequences stepped together for tg steps
- * (llama_vk_batch_eval), tokens/s summed over the N sequences. */
+ * (llama_vk_batch_eval), tokens/s summed over the N sequences. --kmix: the weights in llama.cpp's
+ * Q4_K_M mix (Q4_K, Q6_K; bench_model_kmix), measured in their as-stored int4 variant only. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -94,6 +95,7 @@ static int measure(LlamaVk *v, const int32_t *tokens, uint32_t pp, uint32_t tg, 
 int main(int argc, char **argv) {
         uint32_t L = 32, E = 4096, F = 14336, H = 32, HKV = 8, V = 128256, pp = 512, tg = 128, reps = 3, batch = 0;
         const char *dev = NULL, *only = NULL;
+        bool kmix = false;
         static const struct option opts[] = {
                 { "layers", required_argument, NULL, 'l' }, { "embd", required_argument, NULL, 'e' },
                 { "ff", required_argument, NULL, 'f' },     { "heads", required_argument, NULL, 'h' },
@@ -101,6 +103,7 @@ int main(int argc, char **argv) {
                 { "pp", required_argument, NULL, 'p' },     { "tg", required_argument, NULL, 't' },
                 { "reps", required_argument, NULL, 'r' },   { "device", required_argument, NULL, 'd' },
                 { "batch", required_argument, NULL, 'b' }, { "precision", required_argument, NULL, 'P' },
+                { "kmix", no_argument, NULL, 'K' },
                 {}
         };
         int c, r;
@@ -120,6 +123,7 @@ int main(int argc, char **argv) {
                 case 'd': dev = optarg; break;
                 case 'b': batch = v; break;
                 case 'P': only = optarg; break;
+                case 'K': kmix = true; break;
                 default: return 2;
                 }
         }
@@ -130,6 +134,13 @@ int main(int argc, char **argv) {
         r = bench_model_init(&bm, L, E, F, H, HKV, V);
         if (r < 0)
                 return fprintf(stderr, "out of memory\n"), 1;
+        if (kmix) {
+                double tq = bench_now();
+                r = bench_model_kmix(&bm, 16);
+                if (r < 0)
+                        return fprintf(stderr, "Q4_K_M mix: %s\n", strerror(-r)), 1;
+                printf("Q4_K_M mix quantized in %.1f s\n", bench_now() - tq);
+        }
 
         _cleanup_(qvk_device_freep) QvkDevice *d = NULL;
         _cleanup_(llama_vk_freep) LlamaVk *v = NULL;
@@ -153,7 +164,7 @@ int main(int argc, char **argv) {
         for (uint32_t i = 0; i < pp; i++)
                 tokens[i] = (i * 7919u) % V;
 
-        for (QdPrecision p = QD_PRECISION_F16; p < _QD_PRECISION_MAX; p++) {
+        for (QdPrecision p = kmix ? QD_PRECISION_INT4 : QD_PRECISION_F16; p < _QD_PRECISION_MAX; p++) {
                 if (only && !streq(only, qd_precision_to_string(p)))
                         continue;
                 t0 = bench_now();
@@ -161,7 +172,8 @@ int main(int argc, char **argv) {
                 if (r < 0)
                         return fprintf(stderr, "set_precision %s: %s\n", qd_precision_to_string(p), strerror(-r)), 1;
                 (void) llama_vk_drop_variants(v, true);
-                QvkWeightType wt = p == QD_PRECISION_F16 ? QVK_W_F16 : p == QD_PRECISION_INT8 ? QVK_W_Q8_0 : QVK_W_Q4_0;
+                QvkWeightType wt = kmix ? QVK_W_Q4_K : p == QD_PRECISION_F16 ? QVK_W_F16 :
+                                   p == QD_PRECISION_INT8 ? QVK_W_Q8_0 : QVK_W_Q4_0;
                 printf("%s: weights %.2f GiB, built in %.1f s; kernels: n=1 %s", qd_precision_to_string(p),
                        llama_vk_variant_bytes(v, p) / 1073741824.0, bench_now() - t0, qvk_matmul_kernel(d, wt, false, E, 1));
                 printf(", n=%u %s\n", pp, qvk_matmul_kernel(d, wt, false, E, pp));

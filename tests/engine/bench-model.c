@@ -7,6 +7,7 @@
 #include "bench-model.h"
 #include "ggml-types.h"
 #include "macro.h"
+#include "quant.h"
 
 double bench_now(void) {
         struct timespec ts;
@@ -43,6 +44,8 @@ void bench_model_done(BenchModel *m) {
         free(m->emb);
         free(m->ones);
         free(m->layers);
+        for (size_t i = 0; i < ELEMENTSOF(m->kq); i++)
+                free(m->kq[i]);
         memset(m, 0, sizeof(*m));
 }
 
@@ -83,5 +86,74 @@ int bench_model_init(BenchModel *m, uint32_t L, uint32_t E, uint32_t F, uint32_t
                 .output = mat(m->emb, E, V),
                 .layers = m->layers,
         };
+        return 0;
+}
+
+/* The F16 matrix src [rows x cols] in type, converted in slices of rows (bounded f32 memory). */
+static int kquantize(const uint16_t *src, uint64_t rows, uint64_t cols, uint32_t type, unsigned n_threads,
+                     void **ret) {
+        const uint64_t slice = 4096;
+        size_t rb;
+        int r = ggml_row_size(type, cols, &rb);
+        if (r < 0)
+                return r;
+        _cleanup_free_ float *f = malloc(slice * cols * sizeof(float));
+        uint8_t *out = malloc(rows * rb);
+        if (!f || !out) {
+                free(out);
+                return -ENOMEM;
+        }
+        for (uint64_t r0 = 0; r0 < rows; r0 += slice) {
+                uint64_t n = MIN(slice, rows - r0);
+                for (uint64_t i = 0; i < n * cols; i++)
+                        f[i] = qd_fp16_to_fp32(src[r0 * cols + i]);
+                r = qd_ggml_quantize_matrix(type, f, n, cols, n_threads, out + r0 * rb);
+                if (r < 0) {
+                        free(out);
+                        return r;
+                }
+        }
+        *ret = out;
+        return 0;
+}
+
+int bench_model_kmix(BenchModel *m, unsigned n_threads) {
+        const LlamaHParams *hp = &m->w.hp;
+        uint32_t E = hp->n_embd, F = hp->n_ff, nkv = hp->n_head_kv * hp->head_dim, L = hp->n_layer;
+        /* wa, wb, wc, wd in Q4_K; wb, wd, emb in Q6_K */
+        const struct {
+                const uint16_t *src;
+                uint64_t rows, cols;
+                uint32_t type;
+        } q[ELEMENTSOF(m->kq)] = {
+                { m->wa, E, E, GGML_TYPE_Q4_K },   { m->wb, nkv, E, GGML_TYPE_Q4_K },
+                { m->wc, F, E, GGML_TYPE_Q4_K },   { m->wd, E, F, GGML_TYPE_Q4_K },
+                { m->wb, nkv, E, GGML_TYPE_Q6_K }, { m->wd, E, F, GGML_TYPE_Q6_K },
+                { m->emb, hp->n_vocab, E, GGML_TYPE_Q6_K },
+        };
+        int r;
+
+        if (E % 256 || F % 256)
+                return -EINVAL;
+        for (size_t i = 0; i < ELEMENTSOF(q); i++)
+                if ((r = kquantize(q[i].src, q[i].rows, q[i].cols, q[i].type, n_threads, &m->kq[i])) < 0)
+                        return r;
+#define KT(i, ne0_, ne1_) ((LlamaTensor) { .type = q[i].type, .ne0 = (ne0_), .ne1 = (ne1_), .data = m->kq[i], \
+                                           .row_bytes = (ne0_) / 256 * (q[i].type == GGML_TYPE_Q4_K ? 144 : 210) })
+        for (uint32_t l = 0; l < L; l++) {
+                LlamaLayer *ly = &m->layers[l];
+                bool more = qd_kmix_more_bits(l, L);
+                ly->wq = KT(0, E, E);
+                ly->wk = KT(1, E, nkv);
+                ly->wv = more ? KT(4, E, nkv) : KT(1, E, nkv);
+                ly->wo = KT(0, E, E);
+                ly->gate = KT(2, E, F);
+                ly->up = KT(2, E, F);
+                ly->down = more ? KT(5, F, E) : KT(3, F, E);
+        }
+        m->w.output = KT(6, E, hp->n_vocab);
+#undef KT
+        m->w.kquant_mix = true;
+        m->w.file_type = GGML_TYPE_Q4_K;
         return 0;
 }

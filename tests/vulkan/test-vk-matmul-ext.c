@@ -22,7 +22,8 @@ int main(void) {
                 { QVK_W_Q4_1_G64, "q4_1_g64", 128, 72 },    { QVK_W_Q4_1_G128, "q4_1_g128", 256, 136 },
                 { QVK_W_NF4_G32, "nf4_g32", 64, 36 },       { QVK_W_NF4_G64, "nf4_g64", 128, 68 },
                 { QVK_W_NF4_G128, "nf4_g128", 256, 132 },   { QVK_W_FP8_ROW, "fp8_row", 64, 80 },
-                { QVK_W_I8_ROW, "i8_row", 96, 112 },
+                { QVK_W_I8_ROW, "i8_row", 96, 112 },        { QVK_W_Q4_K, "q4_k", 512, 288 },
+                { QVK_W_Q6_K, "q6_k", 256, 210 },
         };
         int r;
 
@@ -47,6 +48,9 @@ int main(void) {
         /* k not a multiple of the group */
         ASSERT(qvk_matmul(cmd, QVK_W_Q4_0_G128, bw, 4, 192, bx, false, 1, by, none) == -EINVAL);
         ASSERT(qvk_matmul(cmd, QVK_W_I8_ROW, bw, 4, 48, bx, false, 1, by, none) == -EINVAL);
+        ASSERT(qvk_matmul(cmd, QVK_W_Q4_K, bw, 4, 128, bx, false, 1, by, none) == -EINVAL);
+        ASSERT(strstr(qvk_matmul_kernel(d, QVK_W_Q6_K, false, 256, 1), "matvec_ext_q6_k_f32"));
+        ASSERT(strstr(qvk_matmul_kernel(d, QVK_W_Q4_K, true, 256, 64), "matmul_ext_q4_k_f16"));
         /* binding offsets that break the 16-byte loads */
         ASSERT(qvk_matmul(cmd, QVK_W_Q8_0_G64, (QvkBinding) { w, 8, 0 }, 4, 64, bx, false, 1, by, none) == -EINVAL);
         ASSERT(qvk_matmul(cmd, QVK_W_Q8_0_G64, bw, 4, 64, (QvkBinding) { x, 4, 0 }, false, 1, by, none) == -EINVAL);
