@@ -44,7 +44,7 @@ int llama_vk_seq_profile(LlamaVkSeq *s, bool decode, const char *const **ret_nam
 }
 
 static uint32_t ggml_of(QvkWeightType wt) {
-        switch (wt) {
+        switch (qvk_weight_base(wt)) {
         case QVK_W_F32:
                 return GGML_TYPE_F32;
         case QVK_W_F16:
@@ -79,7 +79,8 @@ static QvkWeightType target_type(const LlamaTensor *t, QdPrecision p) {
  * device format. */
 static VkTensor plan(const LlamaTensor *const *t, size_t n, QdPrecision p, uint64_t *off) {
         VkTensor r = {
-                .wt = target_type(t[0], p),
+                /* block formats in the layout the kernels read fastest (vulkan/vk-repack.c) */
+                .wt = qvk_weight_repack_type(target_type(t[0], p)),
                 .k = t[0]->ne0,
         };
         for (size_t i = 0; i < n; i++)
@@ -210,25 +211,43 @@ uint64_t llama_vk_variant_bytes(LlamaVk *v, QdPrecision p) {
         return bytes;
 }
 
+/* Uploads rows of vt's format from data at byte offset off of vt (its own allocations or buf). */
+static int upload_rows(VkTensor *vt, QvkBuffer *buf, uint64_t off, const void *data, uint64_t rows) {
+        uint64_t rb = qvk_weight_row_bytes(vt->wt, vt->k);
+
+        if (vt->own.n_parts)
+                return qvk_split_upload(&vt->own, (off - vt->off) / rb, data, rows);
+        return qvk_buffer_upload(buf, off, data, rows * rb);
+}
+
 /* Uploads the tensors' rows one after the other into the fused matrix vt (into its own
- * allocations where it has them, else at vt->off in buf). */
+ * allocations where it has them, else at vt->off in buf); a repacked format is repacked from
+ * the GGUF rows on the way, through a bounded host buffer. */
 static int upload(const LlamaTensor *const *t, size_t n, VkTensor *vt, QvkBuffer *buf, Memo *memo,
                   size_t n_memo) {
-        uint64_t off = vt->off, rb = qvk_weight_row_bytes(vt->wt, vt->k);
+        QvkWeightType base = qvk_weight_base(vt->wt);
+        uint64_t off = vt->off, rb = qvk_weight_row_bytes(vt->wt, vt->k), gb = qvk_weight_row_bytes(base, vt->k);
+        uint64_t chunk = MAX((uint64_t) (4u << 20) / rb, (uint64_t) 1);
+        _cleanup_free_ uint8_t *packed = NULL;
 
+        if (base != vt->wt && !(packed = malloc(MIN(chunk, (uint64_t) vt->m) * rb)))
+                return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
-                VkTensor part = { .wt = vt->wt, .k = vt->k, .m = t[i]->ne1, .off = off, .bytes = rb * t[i]->ne1 };
+                VkTensor part = { .wt = base, .k = vt->k, .m = t[i]->ne1, .off = off, .bytes = gb * t[i]->ne1 };
                 const void *data;
                 int r = convert(t[i], &part, memo, n_memo, &data);
                 if (r < 0)
                         return r;
-                if (vt->own.n_parts)
-                        r = qvk_split_upload(&vt->own, (off - vt->off) / rb, data, t[i]->ne1);
-                else
-                        r = qvk_buffer_upload(buf, off, data, part.bytes);
+                for (uint64_t r0 = 0; r0 < t[i]->ne1 && r >= 0; r0 += packed ? chunk : t[i]->ne1) {
+                        uint64_t rows = packed ? MIN(chunk, t[i]->ne1 - r0) : t[i]->ne1;
+                        const uint8_t *src = (const uint8_t *) data + r0 * gb;
+                        if (packed && (r = qvk_weight_repack(vt->wt, vt->k, src, rows, packed)) < 0)
+                                break;
+                        r = upload_rows(vt, buf, off + r0 * rb, packed ? packed : src, rows);
+                }
                 if (r < 0)
                         return r;
-                off += part.bytes;
+                off += rb * t[i]->ne1;
         }
         return 0;
 }
