@@ -222,12 +222,12 @@ static int upload_rows(VkTensor *vt, QvkBuffer *buf, uint64_t off, const void *d
 
 /* Uploads the tensors' rows one after the other into the fused matrix vt (into its own
  * allocations where it has them, else at vt->off in buf); a repacked format is repacked from
- * the GGUF rows on the way, through a bounded host buffer. */
+ * the GGUF rows on the way, through a host buffer of one staging chunk (64 MiB, vk-buffer.c). */
 static int upload(const LlamaTensor *const *t, size_t n, VkTensor *vt, QvkBuffer *buf, Memo *memo,
                   size_t n_memo) {
         QvkWeightType base = qvk_weight_base(vt->wt);
         uint64_t off = vt->off, rb = qvk_weight_row_bytes(vt->wt, vt->k), gb = qvk_weight_row_bytes(base, vt->k);
-        uint64_t chunk = MAX((uint64_t) (4u << 20) / rb, (uint64_t) 1);
+        uint64_t chunk = MAX((uint64_t) (64u << 20) / rb, (uint64_t) 1);  /* one staging chunk a call */
         _cleanup_free_ uint8_t *packed = NULL;
 
         if (base != vt->wt && !(packed = malloc(MIN(chunk, (uint64_t) vt->m) * rb)))
