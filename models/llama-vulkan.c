@@ -44,7 +44,7 @@ int llama_vk_seq_profile(LlamaVkSeq *s, bool decode, const char *const **ret_nam
 }
 
 static uint32_t ggml_of(QvkWeightType wt) {
-        switch (wt) {
+        switch (qvk_weight_base(wt)) {
         case QVK_W_F32:
                 return GGML_TYPE_F32;
         case QVK_W_F16:
@@ -132,6 +132,10 @@ static VkTensor plan(const LlamaTensor *const *t, size_t n, QdPrecision p, bool 
                  * model's greedy tokens off the CPU reference's). */
                 r.n_seg = 1;
                 r.seg[0] = (typeof(r.seg[0])) { .wt = r.wt, .m = r.m, .n_t = (uint32_t) n };
+        }
+        if (r.n_seg == 0) {  /* block formats in the layout the kernels read fastest (vk-repack.c) */
+                r.wt = qvk_weight_repack_type(r.wt);
+                r.bytes = qvk_weight_row_bytes(r.wt, r.k) * r.m;
         }
         r.off = *off;
         *off += ALIGN_TO(r.bytes, ALIGN);
@@ -258,32 +262,49 @@ uint64_t llama_vk_variant_bytes(LlamaVk *v, QdPrecision p) {
         return bytes;
 }
 
+/* Uploads rows of rb bytes from data at byte offset off of vt (its own allocations, which hold
+ * one format, or buf). */
+static int upload_rows(VkTensor *vt, QvkBuffer *buf, uint64_t off, uint64_t rb, const void *data, uint64_t rows) {
+        if (vt->own.n_parts)
+                return qvk_split_upload(&vt->own, (off - vt->off) / rb, data, rows);
+        return qvk_buffer_upload(buf, off, data, rows * rb);
+}
+
 /* Uploads the tensors' rows one after the other into the fused matrix vt (into its own
- * allocations where it has them, else at vt->off in buf). */
+ * allocations where it has them, else at vt->off in buf); a repacked format is repacked from
+ * the GGUF rows on the way, through a host buffer of one staging chunk (64 MiB, vk-buffer.c). */
 static int upload(const LlamaTensor *const *t, size_t n, VkTensor *vt, QvkBuffer *buf, Memo *memo,
                   size_t n_memo) {
-        uint64_t off = vt->off, rb = qvk_weight_row_bytes(vt->wt, vt->k);
-        QvkWeightType wt = vt->wt;
+        QvkWeightType wt = vt->wt, base = qvk_weight_base(wt);
+        uint64_t off = vt->off, rb = qvk_weight_row_bytes(wt, vt->k), gb = qvk_weight_row_bytes(base, vt->k);
+        uint64_t chunk = MAX((uint64_t) (64u << 20) / rb, (uint64_t) 1);  /* one staging chunk a call */
+        _cleanup_free_ uint8_t *packed = NULL;
 
+        /* Row blocks of several formats (n_seg > 0) are never repacked. */
+        if (base != wt && !(packed = malloc(MIN(chunk, (uint64_t) vt->m) * rb)))
+                return -ENOMEM;
         for (size_t i = 0, s = 0, first = 0; i < n; i++) {
                 if (vt->n_seg > 0 && i == first) {  /* the next row block */
-                        wt = vt->seg[s].wt;
-                        rb = qvk_weight_row_bytes(wt, vt->k);
+                        wt = base = vt->seg[s].wt;
+                        rb = gb = qvk_weight_row_bytes(wt, vt->k);
                         off = vt->off + vt->seg[s].off;
                         first += vt->seg[s++].n_t;
                 }
-                VkTensor part = { .wt = wt, .k = vt->k, .m = t[i]->ne1, .off = off, .bytes = rb * t[i]->ne1 };
+                VkTensor part = { .wt = base, .k = vt->k, .m = t[i]->ne1, .off = off, .bytes = gb * t[i]->ne1 };
                 const void *data;
                 int r = convert(t[i], &part, memo, n_memo, &data);
                 if (r < 0)
                         return r;
-                if (vt->own.n_parts)
-                        r = qvk_split_upload(&vt->own, (off - vt->off) / rb, data, t[i]->ne1);
-                else
-                        r = qvk_buffer_upload(buf, off, data, part.bytes);
+                for (uint64_t r0 = 0; r0 < t[i]->ne1 && r >= 0; r0 += packed ? chunk : t[i]->ne1) {
+                        uint64_t rows = packed ? MIN(chunk, t[i]->ne1 - r0) : t[i]->ne1;
+                        const uint8_t *src = (const uint8_t *) data + r0 * gb;
+                        if (packed && (r = qvk_weight_repack(wt, vt->k, src, rows, packed)) < 0)
+                                break;
+                        r = upload_rows(vt, buf, off + r0 * rb, rb, packed ? packed : src, rows);
+                }
                 if (r < 0)
                         return r;
-                off += part.bytes;
+                off += rb * t[i]->ne1;
         }
         return 0;
 }

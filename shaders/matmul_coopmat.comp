@@ -104,6 +104,23 @@ void fetch_w(uint tm, uint kb, uint r, uint j, out WRaw raw) {
 #elif defined(W_F32)
     raw.a = wv[(wr * (pc.k / 8u) + u) * 2u];
     raw.b = wv[(wr * (pc.k / 8u) + u) * 2u + 1u];
+#elif defined(QK) && !defined(U32) && defined(REPACK)
+    // rows repacked at upload (types.glsl): the quant bytes of all blocks, then the scales
+    uint nb = pc.k / QK, rh = wr * (rp_row_words() * 2u), bl = u >> 2, q = u & 3u;
+    uint hs = rh + nb * (QB / 2u) + bl * (BLOCK_BYTES / 2u - QB / 2u);
+#if defined(W_Q8_0)
+    uint hq = rh + 16u * bl + 4u * q;
+#else
+    uint hq = rh + 8u * bl + 4u * (q & 1u);
+#endif
+#if defined(W_Q4_1)
+    raw.h[1] = uint(wh[hs + 1u]);
+#endif
+    raw.h[0] = uint(wh[hs]);
+    raw.h[2] = uint(wh[hq]);
+    raw.h[3] = uint(wh[hq + 1u]);
+    raw.h[4] = uint(wh[hq + 2u]);
+    raw.h[5] = uint(wh[hq + 3u]);
 #elif defined(QK) && !defined(U32)
     uint b = wr * (pc.k / QK) + (u >> 2), q = u & 3u;
     uint hb = b * (BLOCK_BYTES / 2u);

@@ -6,7 +6,7 @@
 // registers, strided by WG, then the workgroup reduces (reduce.glsl).
 #if defined(W_Q8_0) || defined(W_Q4_0) || defined(W_Q4_1)
 #define BLOCKWISE  // one whole block of 32 per invocation and step
-#ifndef U32
+#if !defined(U32) && !defined(REPACK)
 #define PACKED16
 #endif
 #endif

@@ -22,6 +22,85 @@ layout(std430, binding = 2) writeonly buffer Y { float y[]; };
 
 #include "reduce.glsl"
 
+#if defined(REPACK)
+// Repacked rows (types.glsl): each invocation takes 16-byte units of quant bytes, one aligned
+// 16-byte load each (Q4_x: a whole block; Q8_0: half a block), and the block's scale word.
+// Measured on the H100 and dropped: loading 2 or 4 units per row before their products, and a
+// grid of fewer workgroups each looping over several rows (docs/PERFORMANCE.md).
+layout(std430, binding = 0) readonly buffer WQ { uvec4 wq4[]; };
+#if defined(W_Q8_0)
+#define UPB 2u  // units per block
+#else
+#define UPB 1u
+#endif
+
+// Adds unit u (quant bytes q, its block's scale word sw) of one row (r) times the same values
+// of every activation column to acc.
+void dot_unit(uint r, uint u, uint nb, uvec4 q, uint sw) {
+    uint b = u / UPB, xd0 = 4u * nb * pc.n;
+#if defined(W_Q4_1)
+    vec2 dm = unpackHalf2x16(sw);
+#else
+    float d = unpackHalf2x16(sw >> ((b & 1u) * 16u)).x;
+#endif
+#if !defined(W_Q8_0)
+    uvec4 lo = q & 0x0f0f0f0fu, hi = (q >> 4) & 0x0f0f0f0fu;
+#endif
+    for (uint c = 0u; c < NC; c++) {
+        uint xb = c * nb + b;
+        vec2 ds = xd[xd0 + xb];
+#if defined(W_Q8_0)
+        uvec4 xa = xq4[2u * xb + (u & 1u)];
+        int s = sdot4x8(q.x, xa.x, 0) + sdot4x8(q.y, xa.y, 0) + sdot4x8(q.z, xa.z, 0) +
+                sdot4x8(q.w, xa.w, 0);
+        acc[r * NC + c] += d * ds.x * float(s);
+#else
+        uvec4 xa = xq4[2u * xb], xc = xq4[2u * xb + 1u];
+        int s = sdot4x8(lo.x, xa.x, 0) + sdot4x8(lo.y, xa.y, 0) + sdot4x8(lo.z, xa.z, 0) +
+                sdot4x8(lo.w, xa.w, 0) + sdot4x8(hi.x, xc.x, 0) + sdot4x8(hi.y, xc.y, 0) +
+                sdot4x8(hi.z, xc.z, 0) + sdot4x8(hi.w, xc.w, 0);
+#if defined(W_Q4_0)
+        acc[r * NC + c] += d * ds.x * (float(s) - 8.0 * ds.y);
+#else
+        acc[r * NC + c] += ds.x * (dm.x * float(s) + dm.y * ds.y);
+#endif
+#endif
+    }
+}
+
+void main() {
+    uint row0 = (gl_WorkGroupID.x + gl_WorkGroupID.y * pc.gx) * NR;
+    uint tid = gl_LocalInvocationID.x;
+    if (row0 >= pc.m)
+        return;
+    uint nb = pc.k / 32u, nu = nb * UPB, rs4 = rp_row_words() / 4u;
+    for (uint j = 0u; j < NR * NC; j++)
+        acc[j] = 0.0;
+
+    for (uint u = tid; u < nu; u += WG) {
+        uvec4 q[NR];
+        uint sw[NR];
+        for (uint r = 0u; r < NR; r++) {
+            uint row = min(row0 + r, pc.m - 1u);  // rows past m: computed, never stored
+            q[r] = wq4[row * rs4 + u];            // all rows' loads in flight
+#if defined(W_Q4_1)
+            sw[r] = w32[(row * rs4 + nu) * 4u + u];
+#else
+            sw[r] = w32[(row * rs4 + nu) * 4u + (u / UPB) / 2u];
+#endif
+        }
+        for (uint r = 0u; r < NR; r++)
+            dot_unit(r, u, nb, q[r], sw[r]);
+    }
+
+    float t = reduce_all(tid);
+    if (tid < NR * NC) {
+        uint r = tid / NC, c = tid % NC;
+        if (row0 + r < pc.m)
+            y[c * pc.m + row0 + r] = t;
+    }
+}
+#else
 #if !defined(U32)
 layout(std430, binding = 0) readonly buffer WW { uint ww[]; };       // the weights as words
 layout(std430, binding = 0) readonly buffer WH { uint16_t wh[]; };   // and as halves
@@ -116,3 +195,4 @@ void main() {
             y[c * pc.m + row0 + r] = t;
     }
 }
+#endif // REPACK

@@ -1,5 +1,8 @@
 // Weight and activation access for the matrix kernels, one definition per -D variant.
 // Weight type: W_F32, W_F16, W_Q8_0, W_Q4_0, W_Q4_1. Activations: X_F16 or fp32.
+// REPACK (with a block type): the rows repacked at upload (vulkan/vk-repack.c), read as 32-bit
+// words whatever the storage features: per row the quant bytes of its nb = k/32 blocks (QB
+// each), then their fp16 scales (Q4_1: scale, min pairs), padded to 16 bytes.
 // U32: no 8/16-bit storage; read 32-bit words and unpack (blocks are 34/18/20 bytes, so
 // 2-byte aligned only). Otherwise fp16 values and block bytes are read through
 // GL_EXT_shader_{8,16}bit_storage. Arithmetic is always fp32.
@@ -28,7 +31,34 @@ layout(push_constant) uniform Push {
 #endif
 
 // ---- weights ----
-#if defined(W_F32)
+#if defined(QK) && defined(REPACK)
+#if defined(W_Q8_0)
+#define QB 32u
+#else
+#define QB 16u
+#endif
+layout(std430, binding = 0) readonly buffer W { uint w32[]; };
+// Words per repacked row.
+uint rp_row_words() {
+    return ((pc.k / 32u) * BLOCK_BYTES + 15u) / 16u * 4u;
+}
+// Scale d and min mn (Q4_0: -8d, Q8_0: 0) of block b of row `row`.
+void rp_scale(uint row, uint b, out float d, out float mn) {
+    uint s0 = row * rp_row_words() + (pc.k / 32u) * (QB / 4u);
+#if defined(W_Q4_1)
+    vec2 dm = unpackHalf2x16(w32[s0 + b]);
+    d = dm.x;
+    mn = dm.y;
+#else
+    d = unpackHalf2x16(w32[s0 + (b >> 1)] >> ((b & 1u) * 16u)).x;
+#if defined(W_Q4_0)
+    mn = -8.0 * d;
+#else
+    mn = 0.0;
+#endif
+#endif
+}
+#elif defined(W_F32)
 layout(std430, binding = 0) readonly buffer W { float w[]; };
 layout(std430, binding = 0) readonly buffer W4 { vec4 w4[]; };  // same buffer, 16-byte loads
 #elif defined(U32) && (defined(W_F16) || defined(QK))
@@ -106,6 +136,25 @@ void load_w8(uint row, uint u, out float v[8]) {
         }
         v[i] = t;
     }
+#elif defined(REPACK)
+    uint b = u >> 2, j = u & 3u;
+    float d, mn;
+    rp_scale(row, b, d, mn);
+#if defined(W_Q8_0)
+    uint wi = row * rp_row_words() + 8u * b + 2u * j;
+    uint q0 = w32[wi], q1 = w32[wi + 1u];
+    for (uint i = 0u; i < 4u; i++) {
+        v[i] = d * float(bitfieldExtract(int(q0), int(8u * i), 8));
+        v[i + 4u] = d * float(bitfieldExtract(int(q1), int(8u * i), 8));
+    }
+#else
+    uint wi = row * rp_row_words() + 4u * b + 2u * (j & 1u), shift = (j >> 1) * 4u;
+    uint q0 = w32[wi] >> shift, q1 = w32[wi + 1u] >> shift;
+    for (uint i = 0u; i < 4u; i++) {
+        v[i] = d * float((q0 >> (8u * i)) & 15u) + mn;
+        v[i + 4u] = d * float((q1 >> (8u * i)) & 15u) + mn;
+    }
+#endif
 #else
     uint b = row * (pc.k / QK) + (u >> 2);
     uint j = u & 3u;
@@ -153,12 +202,21 @@ void load_w8(uint row, uint u, out float v[8]) {
 }
 #endif // load_w8
 
-#if defined(QK) && (defined(PACKED16) || defined(U32))
+#if defined(QK) && (defined(PACKED16) || defined(U32) || defined(REPACK))
 // Block b's bytes as eight words (Q8_0: 32 int8; Q4_x: words 0-3 the 16 bytes of nibbles,
 // low nibbles = elements 0-15 in words 0-3, high nibbles = elements 16-31 in words 4-7),
 // its scale d and min mn.
 void load_block(uint b, out uint q[8], out float d, out float mn) {
-#if defined(U32)
+#if defined(REPACK)
+    uint nb = pc.k / 32u, row = b / nb, bl = b % nb;
+    rp_scale(row, bl, d, mn);
+#if defined(W_Q4_0)
+    mn = 0.0;  // the callers apply the offset of 8
+#endif
+    uint wi = row * rp_row_words() + (QB / 4u) * bl;
+    for (uint i = 0u; i < QB / 4u; i++)
+        q[i] = w32[wi + i];
+#elif defined(U32)
     uint off = b * BLOCK_BYTES;
     d = unpackHalf2x16(w_rd16(off)).x;
 #if defined(W_Q8_0)

@@ -1,6 +1,7 @@
 /* quantd-bench's CPU side: fp16 conversion, GGUF Q8_0/Q4_0/Q4_1 encoders and decoders (as in
  * ggml's reference quantizers), and the double-precision reference product. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "macro.h"
@@ -112,6 +113,17 @@ static void quantize_block(QvkWeightType t, const float *x, uint8_t *out) {
 void bench_quantize(QvkWeightType t, const float *src, uint32_t rows, uint32_t k, uint8_t *dst) {
         uint64_t rb = qvk_weight_row_bytes(t, k);
 
+        if (qvk_weight_repacked(t)) {  /* the GGUF blocks, then the upload's repacking */
+                QvkWeightType base = qvk_weight_base(t);
+                uint8_t *g = malloc(qvk_weight_row_bytes(base, k) * rows);
+                if (!g)
+                        abort();
+                bench_quantize(base, src, rows, k, g);
+                if (qvk_weight_repack(t, k, g, rows, dst) < 0)
+                        abort();
+                free(g);
+                return;
+        }
         if (bench_ext_type(t)) {
                 bench_ext_quantize(t, src, rows, k, dst);
                 return;
@@ -139,6 +151,17 @@ void bench_quantize(QvkWeightType t, const float *src, uint32_t rows, uint32_t k
 void bench_dequantize(QvkWeightType t, const uint8_t *src, uint32_t rows, uint32_t k, float *dst) {
         uint64_t rb = qvk_weight_row_bytes(t, k);
 
+        if (qvk_weight_repacked(t)) {  /* back to the GGUF blocks (test-vk-repack checks the pair) */
+                QvkWeightType base = qvk_weight_base(t);
+                uint8_t *g = malloc(qvk_weight_row_bytes(base, k) * rows);
+                if (!g)
+                        abort();
+                if (qvk_weight_unpack(t, k, src, rows, g) < 0)
+                        abort();
+                bench_dequantize(base, g, rows, k, dst);
+                free(g);
+                return;
+        }
         if (bench_ext_type(t)) {
                 bench_ext_dequantize(t, src, rows, k, dst);
                 return;

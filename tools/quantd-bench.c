@@ -352,6 +352,18 @@ static bool q8_only(QvkDevice *d, QvkWeightType wt, Shape s) {
         return bench_q8 && qvk_matmul_wants_q8(d, wt, s.k, s.n);
 }
 
+/* --sweep WG:ROWS,...: time each shape of the int-dot kernel ($QUANTD_VK_MATVEC_DOT_WG, _ROWS)
+ * on the same uploaded weights, one result line each (tagged with it). */
+static const char *sweep_list;
+static char sweep_tag[48];
+/* --chain N: N products (each on the next weight set, a barrier between them as between the
+ * dependent ops of a forward pass) between two timestamps, the time divided by N: what a
+ * product costs inside a chain of dispatches, without the cost of the timestamp pair itself. */
+static uint32_t bench_chain = 1;
+
+static void print_result(QvkDevice *d, QvkWeightType wt, bool f16, Shape s, const struct BenchResult *res,
+                         bool json, bool first);
+
 static int bench_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, BenchResult *ret) {
         _cleanup_(qvk_buffer_freep) QvkBuffer *xb = NULL, *yb = NULL, *sb = NULL;
         QvkBuffer *wb[BENCH_SETS_MAX] = {};
@@ -391,19 +403,40 @@ static int bench_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, BenchR
         scratch = qvk_matmul_scratch_bytes(d, s.k, s.n);
         if (r >= 0 && scratch)
                 r = qvk_buffer_new(d, scratch, QVK_MEM_DEVICE, &sb);
+        const char *next = sweep_list;
+sweep:
+        if (next && r >= 0) {
+                uint32_t wg = 0, rows = 0;
+                char var[16];
+                if (sscanf(next, "%u:%u", &wg, &rows) != 2) {
+                        fprintf(stderr, "Bad --sweep entry at %s\n", next);
+                        r = -EINVAL;
+                }
+                snprintf(sweep_tag, sizeof(sweep_tag), " %u:%u", wg, rows);
+                snprintf(var, sizeof(var), "%u", wg);
+                setenv("QUANTD_VK_MATVEC_DOT_WG", var, 1);
+                snprintf(var, sizeof(var), "%u", rows);
+                setenv("QUANTD_VK_MATVEC_DOT_ROWS", var, 1);
+                next = strchr(next, ',');
+                next = next ? next + 1 : NULL;
+                cmd = qvk_cmd_free(cmd);
+                n_t = 0;
+        }
         if (r >= 0)
                 r = qvk_cmd_new(d, &cmd);
         if (r >= 0 && q8_only(d, wt, s))
                 r = qvk_quantize_act(cmd, (QvkBinding) { xb, 0, 0 }, x_f16, s.k, s.n, (QvkBinding) { sb, 0, 0 });
         for (uint32_t i = 0; i < BENCH_RUNS && r >= 0; i++) {
                 r = qvk_cmd_timestamp(cmd, 2 * i);
-                if (r >= 0 && q8_only(d, wt, s))
-                        r = qvk_matmul_q8(cmd, wt, (QvkBinding) { wb[i % sets], 0, 0 }, s.m, s.k,
-                                          (QvkBinding) { sb, 0, 0 }, s.n, (QvkBinding) { yb, 0, 0 });
-                else if (r >= 0)
-                        r = qvk_matmul(cmd, wt, (QvkBinding) { wb[i % sets], 0, 0 }, s.m, s.k,
-                                       (QvkBinding) { xb, 0, 0 }, x_f16, s.n, (QvkBinding) { yb, 0, 0 },
-                                       (QvkBinding) { sb, 0, 0 });
+                for (uint32_t j = 0; j < bench_chain && r >= 0; j++) {
+                        QvkBinding w = { wb[(i * bench_chain + j) % sets], 0, 0 };
+                        if (q8_only(d, wt, s))
+                                r = qvk_matmul_q8(cmd, wt, w, s.m, s.k, (QvkBinding) { sb, 0, 0 }, s.n,
+                                                  (QvkBinding) { yb, 0, 0 });
+                        else
+                                r = qvk_matmul(cmd, wt, w, s.m, s.k, (QvkBinding) { xb, 0, 0 }, x_f16, s.n,
+                                               (QvkBinding) { yb, 0, 0 }, (QvkBinding) { sb, 0, 0 });
+                }
                 if (r >= 0)
                         r = qvk_cmd_timestamp(cmd, 2 * i + 1);
         }
@@ -423,29 +456,36 @@ static int bench_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, BenchR
                 if (r < 0 || round == 0)
                         continue;
                 for (uint32_t i = 0; i < BENCH_RUNS; i++)
-                        t[n_t++] = ts[2 * i + 1] - ts[2 * i];
+                        t[n_t++] = (ts[2 * i + 1] - ts[2 * i]) / bench_chain;
                 if (round >= 4 && now_s() - start >= 0.25)
                         break;
         }
+        if (r >= 0) {
+                qsort(t, n_t, sizeof(double), cmp_double);
+                ret->median_ns = t[n_t / 2];
+                ret->gbs = (double) (wbytes + xbytes) / ret->median_ns;
+                ret->gflops = 2.0 * s.m * s.k * s.n / ret->median_ns;
+                ret->sets = sets;
+                if (sweep_list) {
+                        print_result(d, wt, x_f16, s, ret, false, false);
+                        fflush(stdout);
+                        if (next)
+                                goto sweep;
+                }
+        }
         for (uint32_t i = 0; i < BENCH_SETS_MAX; i++)
                 qvk_buffer_free(wb[i]);
-        if (r < 0)
-                return r;
-
-        qsort(t, n_t, sizeof(double), cmp_double);
-        ret->median_ns = t[n_t / 2];
-        ret->gbs = (double) (wbytes + xbytes) / ret->median_ns;
-        ret->gflops = 2.0 * s.m * s.k * s.n / ret->median_ns;
-        ret->sets = sets;
-        return 0;
+        return r;
 }
 
 static void print_result(QvkDevice *d, QvkWeightType wt, bool f16, Shape s, const BenchResult *res,
                          bool json, bool first) {
-        char kernel[128];
+        char kernel[256], chain[24] = "";
 
-        snprintf(kernel, sizeof(kernel), "%s%s", qvk_matmul_kernel(d, wt, f16, s.k, s.n),
-                 q8_only(d, wt, s) ? " q8" : "");
+        if (bench_chain > 1)
+                snprintf(chain, sizeof(chain), " chain%u", bench_chain);
+        snprintf(kernel, sizeof(kernel), "%s%s%s%s", qvk_matmul_kernel(d, wt, f16, s.k, s.n),
+                 q8_only(d, wt, s) ? " q8" : "", chain, sweep_list ? sweep_tag : "");
 
         if (json)
                 printf("%s  {\"kernel\": \"%s\", \"wtype\": \"%s\", \"act\": \"%s\", "
@@ -491,7 +531,8 @@ static int run_bench(QvkDevice *d, bool json, bool small, const Shape *only, siz
                                                 f16 ? "f16" : "f32", s.m, s.k, s.n, strerror(-r));
                                         return r;
                                 }
-                                print_result(d, wt, f16, s, &res, json, first);
+                                if (!sweep_list)
+                                        print_result(d, wt, f16, s, &res, json, first);
                                 first = false;
                                 fflush(stdout);
                         }
@@ -512,11 +553,15 @@ static void help(void) {
                "  --shape MxKxN      benchmark this shape (repeatable; default: Llama-3-8B's)\n"
                "  --wtype T          benchmark weight type T only (f32 f16 q8_0 q4_0 q4_1, and the\n"
                "                     extended q8_0_g64 q8_0_g128 q4_0_g64 q4_0_g128 q4_1_g64\n"
-               "                     q4_1_g128 nf4_g32 nf4_g64 nf4_g128 fp8_row i8_row, and ggml's\n"
-               "                     q4_k q6_k q5_0)\n"
+               "                     q4_1_g128 nf4_g32 nf4_g64 nf4_g128 fp8_row i8_row, ggml's\n"
+               "                     q4_k q6_k q5_0, and the repacked upload layouts q8_0r q4_0r\n"
+               "                     q4_1r)\n"
                "  --json             benchmark results as JSON\n"
                "  --q8               int-dot kernels alone, activations quantized beforehand\n"
-               "  --act A            benchmark activation type A only (f32 f16)\n");
+               "  --act A            benchmark activation type A only (f32 f16)\n"
+               "  --sweep LIST       time each int-dot kernel shape WG:ROWS of the comma-separated\n"
+               "                     LIST on the same weights (tuning)\n"
+               "  --chain N          N products between two timestamps (default 1), time / N\n");
 }
 
 int main(int argc, char *argv[]) {
@@ -532,6 +577,8 @@ int main(int argc, char *argv[]) {
                 { "json", no_argument, NULL, 'j' },
                 { "shape", required_argument, NULL, 'x' },
                 { "wtype", required_argument, NULL, 'w' },
+                { "sweep", required_argument, NULL, 'W' },
+                { "chain", required_argument, NULL, 'C' },
                 {},
         };
         _cleanup_(qvk_device_freep) QvkDevice *d = NULL;
@@ -573,6 +620,16 @@ int main(int argc, char *argv[]) {
                 }
                 case 'Q':
                         bench_q8 = true;
+                        break;
+                case 'W':
+                        sweep_list = optarg;
+                        break;
+                case 'C':
+                        bench_chain = (uint32_t) strtoul(optarg, NULL, 10);
+                        if (bench_chain < 1 || bench_chain > 64) {
+                                fprintf(stderr, "Bad --chain %s (1 to 64)\n", optarg);
+                                return EXIT_FAILURE;
+                        }
                         break;
                 case 'A':
                         if (!streq(optarg, "f32") && !streq(optarg, "f16")) {

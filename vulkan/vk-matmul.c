@@ -27,6 +27,10 @@ static const struct {
         [QVK_W_Q8_0] = { "q8_0", 32, 34 },
         [QVK_W_Q4_0] = { "q4_0", 32, 18 },
         [QVK_W_Q4_1] = { "q4_1", 32, 20 },
+        /* vk-repack.c: the same bytes per block, rows padded to 16 bytes */
+        [QVK_W_Q8_0_R] = { "q8_0r", 32, 34 },
+        [QVK_W_Q4_0_R] = { "q4_0r", 32, 18 },
+        [QVK_W_Q4_1_R] = { "q4_1r", 32, 20 },
 };
 
 const char *qvk_weight_type_name(QvkWeightType t) {
@@ -38,6 +42,8 @@ uint64_t qvk_weight_row_bytes(QvkWeightType t, uint32_t k) {
         if (qvk_ext_type(t)) return qvk_ext_row_bytes(t, k);
         if (t >= _QVK_W_MAX)
                 return 0;
+        if (qvk_weight_repacked(t))
+                return k % 32 ? 0 : ALIGN_TO((uint64_t) k / 32 * wtypes[t].bytes, 16);
         return (uint64_t) k / wtypes[t].block * wtypes[t].bytes;
 }
 
@@ -61,9 +67,19 @@ static bool startswith(const char *s, const char *prefix) {
 /* Workgroup size (power of two, for the shared-memory reduction) and rows per workgroup of
  * the matrix-vector kernels; $QUANTD_VK_MATVEC_WG / _ROWS override them for tuning, and
  * $QUANTD_VK_MATVEC_DOT_WG / _ROWS those of the int-dot kernel. */
-static void matvec_shape(bool dot, uint32_t *ret_wg, uint32_t *ret_rows) {
-        uint32_t wg = qvk_env_u32(dot ? "QUANTD_VK_MATVEC_DOT_WG" : "QUANTD_VK_MATVEC_WG", 128, 1024);
-        uint32_t rows = qvk_env_u32(dot ? "QUANTD_VK_MATVEC_DOT_ROWS" : "QUANTD_VK_MATVEC_ROWS", 2, 1024);
+static void matvec_shape(bool dot, QvkWeightType wt, uint32_t k, uint32_t *ret_wg, uint32_t *ret_rows) {
+        bool packed = qvk_weight_repacked(wt);
+        uint32_t def_wg = 128, def_rows = 2;
+
+        if (dot && packed) {
+                /* One row per workgroup, about two 16-byte units of the row per invocation: on
+                 * the H100 (docs/PERFORMANCE.md) 64 for Q4_0 at k = 4096 (128 units), 128 above. */
+                uint32_t units = k / 32 * (qvk_weight_base(wt) == QVK_W_Q8_0 ? 2 : 1);
+                def_wg = units <= 128 ? 64 : 128;
+                def_rows = 1;
+        }
+        uint32_t wg = qvk_env_u32(dot ? "QUANTD_VK_MATVEC_DOT_WG" : "QUANTD_VK_MATVEC_WG", def_wg, 1024);
+        uint32_t rows = qvk_env_u32(dot ? "QUANTD_VK_MATVEC_DOT_ROWS" : "QUANTD_VK_MATVEC_ROWS", def_rows, 1024);
 
         if (wg & (wg - 1))
                 wg = 128;
@@ -189,14 +205,14 @@ static void grid(uint32_t groups, uint32_t *ret_x, uint32_t *ret_y) {
 
 /* A matrix-vector kernel over x, or for the int-dot kernel (dot) over activations already
  * quantized into x. */
-static int matvec(QvkCmd *c, const char *name, bool dot, QvkBinding w, uint32_t m, uint32_t k,
-                  QvkBinding x, uint32_t n, QvkBinding y) {
+static int matvec(QvkCmd *c, const char *name, bool dot, QvkWeightType wt, QvkBinding w, uint32_t m,
+                  uint32_t k, QvkBinding x, uint32_t n, QvkBinding y) {
         QvkDevice *d = qvk_cmd_device(c);
         uint32_t wg, rows, gx, gy;
         QvkPipeline *p;
         int r;
 
-        matvec_shape(dot, &wg, &rows);
+        matvec_shape(dot, wt, k, &wg, &rows);
         uint32_t spec[] = { wg, rows, n };
         MatPush push = { m, k, n, 0 };
         QvkBinding b[3] = { w, x, y };
@@ -308,9 +324,9 @@ static int matmul_one(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uin
                 r = qvk_quantize_act(c, x, x_f16, k, n, scratch);
                 if (r < 0)
                         return r;
-                return matvec(c, name, true, w, m, k, scratch, n, y);
+                return matvec(c, name, true, wt, w, m, k, scratch, n, y);
         }
-        return matvec(c, name, false, w, m, k, x, n, y);
+        return matvec(c, name, false, wt, w, m, k, x, n, y);
 }
 
 /* size bytes of buf from offset, as far as the buffer goes (a bad range fails at dispatch). */
@@ -497,5 +513,5 @@ int qvk_matmul_q8(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_
         if (m == 0)
                 return 0;
         variant_name(d, wt, false, k, n, name, sizeof(name), &kind);
-        return matvec(c, name, true, w, m, k, xq, n, y);
+        return matvec(c, name, true, wt, w, m, k, xq, n, y);
 }

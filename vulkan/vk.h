@@ -155,6 +155,14 @@ typedef enum QvkWeightType {
         QVK_W_Q4_K,                 /* 144-byte blocks of 256: fp16 d, dmin, 6-bit scales/mins, nibbles */
         QVK_W_Q6_K,                 /* 210-byte blocks of 256: 4+2-bit codes, int8 scales, fp16 d */
         QVK_W_Q5_0,                 /* 22-byte blocks of 32: fp16 d, 32 fifth bits, nibbles (x - 16) */
+        /* Q8_0 / Q4_0 / Q4_1 repacked at upload (vulkan/vk-repack.c, docs/QUANTIZATION.md): each
+         * row holds first the quant bytes of its k/32 blocks (32 or 16 per block, in the GGUF
+         * block's order), then the blocks' fp16 scales (Q4_1: scale and min pairs), padded to a
+         * multiple of 16 bytes, so that every block's quant bytes are 16-byte aligned. The same
+         * kernels and paths as the GGUF types (k a multiple of 32). */
+        QVK_W_Q8_0_R,
+        QVK_W_Q4_0_R,
+        QVK_W_Q4_1_R,
         _QVK_W_MAX,
 } QvkWeightType;
 
@@ -162,6 +170,18 @@ const char *qvk_weight_type_name(QvkWeightType t);
 /* Bytes of one row of k weights (k a multiple of 32 for the block types; for the extended
  * types 0 when k is not a multiple of the group). */
 uint64_t qvk_weight_row_bytes(QvkWeightType t, uint32_t k);
+
+/* Repacked layouts (QVK_W_*_R). qvk_weight_base(): the GGUF type a repacked one holds (else t
+ * itself). qvk_weight_repack_type(): the repacked type for a GGUF block type, t itself for the
+ * others and where $QUANTD_VK_DISABLE_REPACK is set. qvk_weight_repack() writes rows GGUF rows
+ * of qvk_weight_base(t) from src (qvk_weight_row_bytes(base, k) each) into dst in t's layout
+ * (qvk_weight_row_bytes(t, k) each, padding zeroed); qvk_weight_unpack() is its inverse. Both
+ * -EINVAL for a type that is not repacked or k not a multiple of 32. */
+bool qvk_weight_repacked(QvkWeightType t);
+QvkWeightType qvk_weight_base(QvkWeightType t);
+QvkWeightType qvk_weight_repack_type(QvkWeightType t);
+int qvk_weight_repack(QvkWeightType t, uint32_t k, const void *src, uint64_t rows, void *dst);
+int qvk_weight_unpack(QvkWeightType t, uint32_t k, const void *src, uint64_t rows, void *dst);
 
 /* Y = W·X. W is m rows × k columns, row-major in format wt. X holds n activation vectors of k
  * values (vector j at element j*k), fp32 or fp16 per x_f16. Y gets n vectors of m fp32 values

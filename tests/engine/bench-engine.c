@@ -172,8 +172,10 @@ int main(int argc, char **argv) {
                 if (r < 0)
                         return fprintf(stderr, "set_precision %s: %s\n", qd_precision_to_string(p), strerror(-r)), 1;
                 (void) llama_vk_drop_variants(v, true);
-                QvkWeightType wt = kmix ? QVK_W_Q4_K : p == QD_PRECISION_F16 ? QVK_W_F16 :
-                                   p == QD_PRECISION_INT8 ? QVK_W_Q8_0 : QVK_W_Q4_0;
+                QvkWeightType wt = kmix ? QVK_W_Q4_K
+                                        : qvk_weight_repack_type(p == QD_PRECISION_F16    ? QVK_W_F16
+                                                                 : p == QD_PRECISION_INT8 ? QVK_W_Q8_0
+                                                                                          : QVK_W_Q4_0);
                 printf("%s: weights %.2f GiB, built in %.1f s; kernels: n=1 %s", qd_precision_to_string(p),
                        llama_vk_variant_bytes(v, p) / 1073741824.0, bench_now() - t0, qvk_matmul_kernel(d, wt, false, E, 1));
                 printf(", n=%u %s\n", pp, qvk_matmul_kernel(d, wt, false, E, pp));
