@@ -44,6 +44,15 @@ QdHessian *qd_hessian_free(QdHessian *h) {
         return NULL;
 }
 
+/* scaled = 2/N · h, both triangles. */
+static void hessian_scale(QdHessian *h) {
+        size_t c = h->cols;
+        double f = h->n ? 2.0 / (double) h->n : 0.0;
+        for (size_t i = 0; i < c; i++)
+                for (size_t k = i; k < c; k++)
+                        h->scaled[i * c + k] = h->scaled[k * c + i] = f * h->h[i * c + k];
+}
+
 typedef struct HessianJob {
         QdHessian *h;
         const float *x;
@@ -79,10 +88,19 @@ int qd_hessian_add(QdHessian *h, const float *x, size_t n_samples, unsigned n_th
         if (r < 0)
                 return r;
         h->n += n_samples;
-        double f = h->n ? 2.0 / (double) h->n : 0.0;
+        hessian_scale(h);
+        return 0;
+}
+
+int qd_hessian_add_gram(QdHessian *h, const float *gram, size_t n_samples) {
+        if (!h || !gram)
+                return -EINVAL;
+        size_t c = h->cols;
         for (size_t i = 0; i < c; i++)
                 for (size_t k = i; k < c; k++)
-                        h->scaled[i * c + k] = h->scaled[k * c + i] = f * h->h[i * c + k];
+                        h->h[i * c + k] += gram[i * c + k];
+        h->n += n_samples;
+        hessian_scale(h);
         return 0;
 }
 
