@@ -7,7 +7,7 @@
 const LlamaWeights *qd_eval_model_weights(const QdEvalModel *m);
 
 /* Receives the statistics of one (layer, site) of the Vulkan calibration: a Gram matrix Σ x xᵀ
- * (cols × cols floats over n tokens) or n kept rows of cols floats. */
+ * (cols × cols floats over n tokens, upper triangle only) or n kept rows of cols floats. */
 typedef int (*QdCalibDeliverFn)(void *userdata, uint32_t layer, QdEvalSite site, const float *data, size_t n,
                                 size_t cols);
 

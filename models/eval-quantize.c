@@ -136,7 +136,7 @@ static int calib_take(void *userdata, uint32_t layer, QdEvalSite site, const flo
         if (c->gptq) {
                 if (!c->h[i] && (r = qd_hessian_new(cols, &c->h[i])) < 0)
                         return r;
-                return qd_hessian_add_gram(c->h[i], data, n);
+                return qd_hessian_add_gram(c->h[i], data, n, c->n_threads);
         }
         free(c->x[i]);
         c->x[i] = malloc(MAX(n, (size_t) 1) * cols * sizeof(float));

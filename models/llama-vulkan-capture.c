@@ -147,13 +147,7 @@ int llama_vk_capture_gram(LlamaVkCapture *c, uint32_t layer, LlamaSite site, flo
         if (!c->gram || layer >= c->n_layer || site >= N_SITES)
                 return -EINVAL;
         size_t cols = c->cols[site];
-        int r = qvk_buffer_download(c->g[(size_t) layer * N_SITES + site], 0, ret, cols * cols * 4);
-        if (r < 0)
-                return r;
-        for (size_t a = 0; a < cols; a++)
-                for (size_t b = 0; b < a; b++)
-                        ret[a * cols + b] = ret[b * cols + a];
-        return 0;
+        return qvk_buffer_download(c->g[(size_t) layer * N_SITES + site], 0, ret, cols * cols * 4);
 }
 
 int llama_vk_capture_rows(LlamaVkCapture *c, uint32_t layer, LlamaSite site, float *ret, size_t *ret_n) {

@@ -23,7 +23,8 @@ uint32_t llama_vk_capture_cols(const LlamaVkCapture *c, LlamaSite site);
 int llama_vk_capture_window(LlamaVkSeq *s, LlamaVkCapture *c, const int32_t *tokens, size_t n, uint64_t first);
 /* Tokens seen so far (the N of the Gram matrices). */
 uint64_t llama_vk_capture_tokens(const LlamaVkCapture *c);
-/* The Gram matrix of (layer, site): cols × cols floats, both triangles. */
+/* The Gram matrix of (layer, site): cols × cols floats, of which the upper triangle is set (the
+ * kernel skips the tiles below the diagonal). */
 int llama_vk_capture_gram(LlamaVkCapture *c, uint32_t layer, LlamaSite site, float *ret);
 /* The kept rows of (layer, site): up to max_rows × cols floats; ret_n gets their number. */
 int llama_vk_capture_rows(LlamaVkCapture *c, uint32_t layer, LlamaSite site, float *ret, size_t *ret_n);

@@ -51,13 +51,35 @@ QdHessian *qd_hessian_free(QdHessian *h) {
         return NULL;
 }
 
-/* scaled = 2/N · h, both triangles. */
-static void hessian_scale(QdHessian *h) {
-        size_t c = h->cols;
+#define SCALE_TILE 64
+
+typedef struct ScaleJob {
+        QdHessian *h;
+        const float *gram; /* added to h first when not NULL */
+} ScaleJob;
+
+/* Tile row t of the upper triangle: h += gram, scaled = 2/N · h in both triangles, tile by tile
+ * so that the mirrored writes stay in cache. */
+static int scale_rows(void *userdata, size_t t) {
+        ScaleJob *j = userdata;
+        QdHessian *h = j->h;
+        size_t c = h->cols, i0 = t * SCALE_TILE, i1 = MIN(c, i0 + SCALE_TILE);
         double f = h->n ? 2.0 / (double) h->n : 0.0;
-        for (size_t i = 0; i < c; i++)
-                for (size_t k = i; k < c; k++)
-                        h->scaled[i * c + k] = h->scaled[k * c + i] = f * h->h[i * c + k];
+        for (size_t k0 = i0; k0 < c; k0 += SCALE_TILE) {
+                size_t k1 = MIN(c, k0 + SCALE_TILE);
+                for (size_t i = i0; i < i1; i++)
+                        for (size_t k = MAX(i, k0); k < k1; k++) {
+                                if (j->gram)
+                                        h->h[i * c + k] += j->gram[i * c + k];
+                                h->scaled[i * c + k] = h->scaled[k * c + i] = f * h->h[i * c + k];
+                        }
+        }
+        return 0;
+}
+
+static int hessian_scale(QdHessian *h, const float *gram, unsigned n_threads) {
+        ScaleJob j = { .h = h, .gram = gram };
+        return qd_parallel_for(DIV_ROUND_UP(h->cols, (size_t) SCALE_TILE), n_threads, scale_rows, &j);
 }
 
 typedef struct HessianJob {
@@ -96,21 +118,15 @@ int qd_hessian_add(QdHessian *h, const float *x, size_t n_samples, unsigned n_th
                 return r;
         h->n += n_samples;
         h->u = mfree(h->u);
-        hessian_scale(h);
-        return 0;
+        return hessian_scale(h, NULL, n_threads);
 }
 
-int qd_hessian_add_gram(QdHessian *h, const float *gram, size_t n_samples) {
+int qd_hessian_add_gram(QdHessian *h, const float *gram, size_t n_samples, unsigned n_threads) {
         if (!h || !gram)
                 return -EINVAL;
-        size_t c = h->cols;
-        for (size_t i = 0; i < c; i++)
-                for (size_t k = i; k < c; k++)
-                        h->h[i * c + k] += gram[i * c + k];
         h->n += n_samples;
         h->u = mfree(h->u);
-        hessian_scale(h);
-        return 0;
+        return hessian_scale(h, gram, n_threads);
 }
 
 const double *qd_hessian_data(const QdHessian *h) {
@@ -145,21 +161,24 @@ size_t qd_hessian_samples(const QdHessian *h) {
         return h ? h->n : 0;
 }
 
-/* Two doubles at once (SSE2 in the baseline x86-64 build); loads need only 8-byte alignment. */
-typedef double v2d __attribute__((vector_size(16), aligned(8)));
+/* Four doubles at once: 256-bit operations in the AVX2 clones of the callers, two 128-bit ones
+ * in the baseline build; the lanes fix the order of the sums, so both give the same bits. Loads
+ * need only 8-byte alignment. */
+typedef double v4d __attribute__((vector_size(32), aligned(8)));
+#define CLONES __attribute__((target_clones("avx2", "default")))
 
 /* a · b over n doubles with four vector sums. */
-static double dot_d(const double *a, const double *b, size_t n) {
-        v2d s0 = {}, s1 = {}, s2 = {}, s3 = {};
+static inline __attribute__((always_inline)) double dot_d(const double *a, const double *b, size_t n) {
+        v4d s0 = {}, s1 = {}, s2 = {}, s3 = {};
         size_t k = 0;
-        for (; k + 8 <= n; k += 8) {
-                s0 += *(const v2d *) (a + k) * *(const v2d *) (b + k);
-                s1 += *(const v2d *) (a + k + 2) * *(const v2d *) (b + k + 2);
-                s2 += *(const v2d *) (a + k + 4) * *(const v2d *) (b + k + 4);
-                s3 += *(const v2d *) (a + k + 6) * *(const v2d *) (b + k + 6);
+        for (; k + 16 <= n; k += 16) {
+                s0 += *(const v4d *) (a + k) * *(const v4d *) (b + k);
+                s1 += *(const v4d *) (a + k + 4) * *(const v4d *) (b + k + 4);
+                s2 += *(const v4d *) (a + k + 8) * *(const v4d *) (b + k + 8);
+                s3 += *(const v4d *) (a + k + 12) * *(const v4d *) (b + k + 12);
         }
-        v2d s = (s0 + s1) + (s2 + s3);
-        double t = s[0] + s[1];
+        v4d s = (s0 + s1) + (s2 + s3);
+        double t = (s[0] + s[1]) + (s[2] + s[3]);
         for (; k < n; k++)
                 t += a[k] * b[k];
         return t;
@@ -175,7 +194,7 @@ typedef struct CholJob {
 } CholJob;
 
 /* Rows of the panel below the diagonal block: L[i][k0..k1) = B[i][k0..k1)·L_kk⁻ᵀ. */
-static int chol_panel(void *userdata, size_t task) {
+CLONES static int chol_panel(void *userdata, size_t task) {
         CholJob *j = userdata;
         size_t n = j->n, k0 = j->k0, k1 = j->k1;
         for (size_t i = k1 + task * CHOL_ROWS; i < MIN(n, k1 + (task + 1) * CHOL_ROWS); i++) {
@@ -189,7 +208,7 @@ static int chol_panel(void *userdata, size_t task) {
 }
 
 /* The trailing rows: B[i][k1..i] -= L[i][k0..k1)·L[j][k0..k1). */
-static int chol_trail(void *userdata, size_t task) {
+CLONES static int chol_trail(void *userdata, size_t task) {
         CholJob *j = userdata;
         size_t n = j->n, k0 = j->k0, k1 = j->k1, nb = k1 - k0;
         for (size_t i = k1 + task * CHOL_ROWS; i < MIN(n, k1 + (task + 1) * CHOL_ROWS); i++) {
@@ -203,7 +222,7 @@ static int chol_trail(void *userdata, size_t task) {
 /* In place: the lower L with b = L·Lᵀ from the lower triangle of the row-major n × n b, in blocks
  * of CHOL_NB columns whose panel and trailing update run on n_threads. -EDOM if b is not positive
  * definite. */
-static int cholesky_lower(double *b, size_t n, unsigned n_threads) {
+CLONES static int cholesky_lower(double *b, size_t n, unsigned n_threads) {
         for (size_t k0 = 0; k0 < n; k0 += CHOL_NB) {
                 size_t k1 = MIN(n, k0 + CHOL_NB);
                 for (size_t c = k0; c < k1; c++) {
@@ -239,7 +258,7 @@ typedef struct InvJob {
 } InvJob;
 
 /* Columns [8·task, 8·task + 8) of U = R⁻¹ (upper): R·u_c = e_c by back substitution. */
-static int inverse_cols(void *userdata, size_t task) {
+CLONES static int inverse_cols(void *userdata, size_t task) {
         InvJob *j = userdata;
         size_t n = j->n, c0 = task * INV_COLS, c1 = MIN(n, c0 + INV_COLS);
         _cleanup_free_ double *x = malloc(INV_COLS * n * sizeof(double)); /* x[c - c0][i] */
@@ -306,7 +325,9 @@ typedef struct GptqJob {
 
 #define GPTQ_TILE 8
 
-static int gptq_tile(GptqJob *j, size_t r0, size_t nr, float *wt, float *err, int8_t *codes,
+/* Also built for AVX2 (chosen at load time): its loops are element-wise, without FMA contraction,
+ * so both builds give the same bits. */
+CLONES static int gptq_tile(GptqJob *j, size_t r0, size_t nr, float *wt, float *err, int8_t *codes,
                      QdGroupScale *scales, bool *have, float *gv) {
         size_t n = j->cols, g = j->g, ng = n / g;
         const float *u = j->u;
