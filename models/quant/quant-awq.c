@@ -66,7 +66,7 @@ static int clip_search(const QdQuantParams *p, const QdAwqOptions *o, const doub
         return 0;
 }
 
-/* Four doubles at once: 256-bit operations in the AVX2 clone of awq_row(), two 128-bit ones in
+/* Four doubles at once: 256-bit operations in the AVX2 clone of awq_rows(), two 128-bit ones in
  * the baseline build; the lanes fix the order of the sums, so both give the same bits. */
 typedef double v4d __attribute__((vector_size(32), aligned(8)));
 
@@ -106,22 +106,14 @@ typedef struct AwqCtx {
         double *row_err;
 } AwqCtx;
 
-/* One output row: scale by s, clip (if gram), quantize, optionally store, and its output error
- * Σ_t (x_t · (w - deq/s))² against the original weights. */
-__attribute__((target_clones("avx2", "default")))
-static int awq_row(void *userdata, size_t gr) {
-        AwqCtx *c = userdata;
+/* One output row: scale by s, clip (if gram), quantize, optionally store; its error against the
+ * original weights, w - deq/s, into ed (double). */
+static int awq_quant_row(AwqCtx *c, size_t gr, float *ws, float *e, uint8_t *q, double *ed) {
         size_t l = 0, cols = c->cols;
         while (gr >= c->row_start[l + 1])
                 l++;
         size_t i = gr - c->row_start[l];
         const float *w = c->lin[l].w + i * cols;
-        _cleanup_free_ float *ws = malloc(cols * sizeof(float));
-        _cleanup_free_ float *e = malloc(cols * sizeof(float));
-        _cleanup_free_ double *ed = malloc(cols * sizeof(double));
-        _cleanup_free_ uint8_t *q = malloc(c->row_bytes);
-        if (!ws || !e || !ed || !q)
-                return -ENOMEM;
         for (size_t j = 0; j < cols; j++)
                 ws[j] = w[j] * c->s[j];
         int r;
@@ -142,29 +134,54 @@ static int awq_row(void *userdata, size_t gr) {
                 return r;
         for (size_t j = 0; j < cols; j++)
                 ed[j] = (double) (w[j] - e[j] / c->s[j]);
-        double total = 0.0;
-        size_t t = 0;
-        for (; t + 4 <= c->n_samples; t += 4) {
-                double d[4];
-                dot4(ed, c->xd + t * cols, cols, d);
-                total += ((d[0] * d[0] + d[1] * d[1]) + (d[2] * d[2] + d[3] * d[3]));
-        }
-        for (; t < c->n_samples; t++) {
-                const double *xt = c->xd + t * cols;
-                double d = 0.0;
-                for (size_t j = 0; j < cols; j++)
-                        d += xt[j] * ed[j];
-                total += d * d;
-        }
-        c->row_err[gr] = total;
         return 0;
 }
 
-/* Runs awq_row over every row of every linear; the sum is taken in row order, so the result does
+#define AWQ_ROWS 8 /* rows per task: each read of the calibration rows serves all of them */
+
+/* Rows [8·task, 8·task + 8): quantized, then their output errors Σ_t (x_t · ed)², the tokens in
+ * blocks of four read once for the task's rows (the rows' sums are as if done one by one). */
+__attribute__((target_clones("avx2", "default")))
+static int awq_rows(void *userdata, size_t task) {
+        AwqCtx *c = userdata;
+        size_t cols = c->cols, r0 = task * AWQ_ROWS, nr = MIN((size_t) AWQ_ROWS, c->row_start[c->n_lin] - r0);
+        _cleanup_free_ float *ws = malloc(cols * sizeof(float));
+        _cleanup_free_ float *e = malloc(cols * sizeof(float));
+        _cleanup_free_ double *ed = malloc(AWQ_ROWS * cols * sizeof(double));
+        _cleanup_free_ uint8_t *q = malloc(c->row_bytes);
+        double total[AWQ_ROWS] = {};
+        int r;
+
+        if (!ws || !e || !ed || !q)
+                return -ENOMEM;
+        for (size_t k = 0; k < nr; k++)
+                if ((r = awq_quant_row(c, r0 + k, ws, e, q, ed + k * cols)) < 0)
+                        return r;
+        size_t t = 0;
+        for (; t + 4 <= c->n_samples; t += 4)
+                for (size_t k = 0; k < nr; k++) {
+                        double d[4];
+                        dot4(ed + k * cols, c->xd + t * cols, cols, d);
+                        total[k] += ((d[0] * d[0] + d[1] * d[1]) + (d[2] * d[2] + d[3] * d[3]));
+                }
+        for (; t < c->n_samples; t++)
+                for (size_t k = 0; k < nr; k++) {
+                        const double *xt = c->xd + t * cols, *ek = ed + k * cols;
+                        double d = 0.0;
+                        for (size_t j = 0; j < cols; j++)
+                                d += xt[j] * ek[j];
+                        total[k] += d * d;
+                }
+        for (size_t k = 0; k < nr; k++)
+                c->row_err[r0 + k] = total[k];
+        return 0;
+}
+
+/* Runs awq_rows over every row of every linear; the sum is taken in row order, so the result does
  * not depend on the thread count. */
 static int awq_pass(AwqCtx *c, unsigned n_threads, double *ret) {
         size_t n_rows = c->row_start[c->n_lin];
-        int r = qd_parallel_for(n_rows, n_threads, awq_row, c);
+        int r = qd_parallel_for(DIV_ROUND_UP(n_rows, (size_t) AWQ_ROWS), n_threads, awq_rows, c);
         if (r < 0)
                 return r;
         double total = 0.0;
