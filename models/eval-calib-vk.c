@@ -85,7 +85,10 @@ int qd_eval_calib_vk(const QdEvalModel *m, const QdCalibVkOptions *o, const uint
         buf = malloc(most * sizeof(float));
         if (!buf)
                 return -ENOMEM;
-        for (uint32_t l = 0; l < w->hp.n_layer; l++)
+        for (uint32_t l = 0; l < w->hp.n_layer; l++) {
+                /* the read-back takes seconds on large models: a cancel is honoured per layer */
+                if (o->q && o->q->progress && (r = o->q->progress(o->q->userdata, 0.3)) < 0)
+                        return r;
                 for (int i = 0; i < _QD_EVAL_SITE_MAX; i++) {
                         size_t cols = llama_vk_capture_cols(cap, sites[i]), n;
                         if (o->gram) {
@@ -96,5 +99,6 @@ int qd_eval_calib_vk(const QdEvalModel *m, const QdCalibVkOptions *o, const uint
                         if (r < 0 || (r = deliver(userdata, l, i, buf, n, cols)) < 0)
                                 return r;
                 }
+        }
         return 0;
 }
