@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eval-internal.h"
 #include "eval.h"
 #include "model-llama.h"
 #include "tokenizer.h"
@@ -26,7 +27,7 @@ QdEvalModel *qd_eval_model_free(QdEvalModel *m) {
         return mfree(m);
 }
 
-int qd_eval_model_load(const char *path, QdEvalModel **ret, char **ret_error) {
+static int model_load(const char *path, bool dense, QdEvalModel **ret, char **ret_error) {
         _cleanup_(qd_eval_model_freep) QdEvalModel *m = NULL;
         int r;
 
@@ -41,10 +42,22 @@ int qd_eval_model_load(const char *path, QdEvalModel **ret, char **ret_error) {
                 return r;
         if (qd_tokenizer_new_from_gguf(m->gguf, &m->tok, NULL) < 0)
                 m->tok = NULL;
-        if ((r = llama_cpu_new(&m->w, 1, &m->cpu)) < 0 || (r = llama_cpu_dequantize(m->cpu)) < 0)
+        if (dense && ((r = llama_cpu_new(&m->w, 1, &m->cpu)) < 0 || (r = llama_cpu_dequantize(m->cpu)) < 0))
                 return r;
         *ret = TAKE_PTR(m);
         return 0;
+}
+
+int qd_eval_model_load(const char *path, QdEvalModel **ret, char **ret_error) {
+        return model_load(path, true, ret, ret_error);
+}
+
+int qd_eval_model_open(const char *path, QdEvalModel **ret, char **ret_error) {
+        return model_load(path, false, ret, ret_error);
+}
+
+const LlamaWeights *qd_eval_model_weights(const QdEvalModel *m) {
+        return &m->w;
 }
 
 uint32_t qd_eval_model_n_vocab(const QdEvalModel *m) {
@@ -101,6 +114,8 @@ int qd_eval_forward(QdEvalModel *m, const uint32_t *tokens, size_t n, float *ret
 
         if (n == 0 || n > UINT32_MAX || !ret_logits)
                 return -EINVAL;
+        if (!m->cpu)
+                return -EOPNOTSUPP; /* opened without the forward (qd_eval_model_open) */
         t = malloc(n * sizeof(int32_t));
         if (!t)
                 return -ENOMEM;

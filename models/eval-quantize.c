@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "eval-internal.h"
 #include "eval.h"
 #include "gguf.h"
 
@@ -125,6 +126,43 @@ static int calib_capture(void *userdata, uint32_t layer, QdEvalSite site, const 
         return 0;
 }
 
+/* The Vulkan calibration's statistics of one site: a Gram matrix (GPTQ) or rows (AWQ). */
+static int calib_take(void *userdata, uint32_t layer, QdEvalSite site, const float *data, size_t n,
+                      size_t cols) {
+        Calib *c = userdata;
+        size_t i = (size_t) layer * _QD_EVAL_SITE_MAX + site;
+        int r;
+
+        if (c->gptq) {
+                if (!c->h[i] && (r = qd_hessian_new(cols, &c->h[i])) < 0)
+                        return r;
+                return qd_hessian_add_gram(c->h[i], data, n, c->n_threads);
+        }
+        free(c->x[i]);
+        c->x[i] = malloc(MAX(n, (size_t) 1) * cols * sizeof(float));
+        if (!c->x[i])
+                return -ENOMEM;
+        memcpy(c->x[i], data, n * cols * sizeof(float));
+        c->x_n[i] = n;
+        c->x_cols[i] = cols;
+        return 0;
+}
+
+/* "vulkan" or "vulkan:SELECT": true, with *ret_select SELECT or NULL; NULL or "cpu": false. */
+static int calib_device(const char *s, bool *ret_vk, const char **ret_select) {
+        *ret_select = NULL;
+        *ret_vk = false;
+        if (!s || streq(s, "cpu"))
+                return 0;
+        if (streq(s, "vulkan"))
+                return *ret_vk = true, 0;
+        if (strncmp(s, "vulkan:", 7) == 0 && s[7]) {
+                *ret_select = s + 7;
+                return *ret_vk = true, 0;
+        }
+        return -EINVAL;
+}
+
 static int calibrate(const char *in_path, const QdQuantizeOptions *o, Calib *c, char **ret_error) {
         _cleanup_(qd_eval_model_freep) QdEvalModel *m = NULL;
         _cleanup_free_ uint32_t *own = NULL;
@@ -132,12 +170,31 @@ static int calibrate(const char *in_path, const QdQuantizeOptions *o, Calib *c, 
         const uint32_t *tok = o->calib_tokens;
         size_t n_tok = o->n_calib_tokens;
         size_t n_ctx = o->n_ctx ? o->n_ctx : 256, n_samples = o->n_samples ? o->n_samples : 32;
+        const char *select;
+        bool vk;
         int r;
 
-        r = qd_eval_model_load(in_path, &m, ret_error);
+        if (calib_device(o->calib_device, &vk, &select) < 0)
+                return fail(ret_error, -EINVAL, "unknown calibration device '%s' (cpu, vulkan, vulkan:SELECT)",
+                            o->calib_device);
+        r = vk ? qd_eval_model_open(in_path, &m, ret_error) : qd_eval_model_load(in_path, &m, ret_error);
         if (r < 0)
                 return r;
-        if (!tok) {
+        if (!tok && o->calib_random) {
+                /* splitmix64: the same ids for a seed on every machine */
+                uint64_t st = o->calib_random_seed, nv = qd_eval_model_n_vocab(m);
+                n_tok = n_samples * n_ctx;
+                own = malloc(n_tok * sizeof(uint32_t));
+                if (!own)
+                        return -ENOMEM;
+                for (size_t i = 0; i < n_tok; i++) {
+                        uint64_t z = (st += 0x9e3779b97f4a7c15ULL);
+                        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+                        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+                        own[i] = (uint32_t) ((z ^ (z >> 31)) % nv);
+                }
+                tok = own;
+        } else if (!tok) {
                 const char *text = o->calib_text ? o->calib_text : default_calib_text;
                 size_t len = o->calib_text ? o->calib_len : strlen(default_calib_text);
                 r = qd_eval_model_tokenize(m, text, len, &own, &n_tok, NULL);
@@ -161,6 +218,11 @@ static int calibrate(const char *in_path, const QdQuantizeOptions *o, Calib *c, 
                 return -ENOMEM;
         c->stride = MAX((size_t) 1, n_used / AWQ_MAX_ROWS);
 
+        if (vk) {
+                QdCalibVkOptions vo = { .device = select, .gram = c->gptq, .max_rows = c->gptq ? 0 : AWQ_MAX_ROWS,
+                                        .stride = c->stride, .q = o };
+                return qd_eval_calib_vk(m, &vo, tok, n_used, n_ctx, calib_take, c, ret_error);
+        }
         for (size_t s = 0; s * n_ctx < n_used; s++) {
                 size_t len = MIN(n_ctx, n_used - s * n_ctx);
                 say(o, "calibration window %zu/%zu (%zu tokens)", s + 1, (n_used + n_ctx - 1) / n_ctx, len);

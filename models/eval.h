@@ -31,6 +31,9 @@ typedef int (*QdEvalCaptureFn)(void *userdata, uint32_t layer, QdEvalSite site, 
                                size_t n, size_t cols);
 
 int qd_eval_model_load(const char *path, QdEvalModel **ret, char **ret_error);
+/* The same without the f32 copy of the weights and the CPU forward (qd_eval_forward() answers
+ * -EOPNOTSUPP): for tokenizing and for the Vulkan calibration, which uploads the file's weights. */
+int qd_eval_model_open(const char *path, QdEvalModel **ret, char **ret_error);
 QdEvalModel *qd_eval_model_free(QdEvalModel *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(QdEvalModel *, qd_eval_model_free);
 uint32_t qd_eval_model_n_vocab(const QdEvalModel *m);
@@ -77,6 +80,15 @@ typedef struct QdQuantizeOptions {
         const char *calib_text;
         size_t calib_len;
         size_t n_samples, n_ctx;
+        /* Where the calibration forward runs: NULL or "cpu", the f32 reference (llama-cpu.c);
+         * "vulkan" or "vulkan:SELECT" (a device index or name substring, as $QUANTD_VK_DEVICE),
+         * the engine's F16 prompt pass with the statistics summed on the device
+         * (llama-vulkan-capture.c). */
+        const char *calib_device;
+        /* Instead of tokens or text: n_samples × n_ctx ids drawn uniformly from the vocabulary by
+         * a generator seeded with calib_random_seed (a model without a tokenizer, benchmarks). */
+        bool calib_random;
+        uint64_t calib_random_seed;
         unsigned n_threads;            /* 0: 1 */
         /* Messages ("quantizing blk.0.attn_q.weight"), may be NULL. */
         void (*log)(void *userdata, const char *msg);

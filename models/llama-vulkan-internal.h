@@ -89,6 +89,7 @@ struct LlamaVkSeq {
         QvkCmd *cmd_decode, *cmd_prefill;
         uint64_t gen_decode, gen_prefill;
         uint32_t prefill_n;
+        struct LlamaVkCapture *capture; /* calibration hooks in the prefill (llama-vulkan-capture.c) */
         bool profile;      /* timestamps around the ops of the first layer */
         uint32_t n_stamps;
 };

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ggml-types.h"
+#include "llama-vulkan-capture.h"
 #include "llama-vulkan-internal.h"
 #include "macro.h"
 
@@ -909,6 +910,9 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 QvkBuffer *wb = var->bufs[l];
                 bool wo_q8 = false;
 
+                /* calibration: xb holds attn_norm(x) of this layer (capture hooks, prompts only) */
+                if (n > 1 && s->capture && (r = llama_vk_capture_record(c, s, l, LLAMA_SITE_ATTN_IN, s->xb, n)) < 0)
+                        return r;
                 r = fuse_q8(s, &L->qkv, n) ? mm_q8(c, s, wb, &L->qkv, s->qkv) : mm(c, s, wb, &L->qkv, s->xb, s->qkv, n);
                 if (r < 0 || (r = stamp(c, s, l)) < 0)
                         return r;
@@ -943,6 +947,8 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 if (n > 1) {
                         if ((r = llama_vk_attn_prompt(c, s, l, n)) < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
+                        if (s->capture && (r = llama_vk_capture_record(c, s, l, LLAMA_SITE_ATTN_OUT, s->att, n)) < 0)
+                                return r;
                 }
                 r = wo_q8 ? mm_q8(c, s, wb, &L->wo, s->o) : mm(c, s, wb, &L->wo, s->att, s->o, n);
                 if (r < 0 || (r = stamp(c, s, l)) < 0)
@@ -950,6 +956,8 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 /* one token: the residual goes to x2 and back (rmsnorm-wide.comp) */
                 QvkBuffer *xmid = n == 1 && v->p_norm_wide ? s->x2 : s->x;
                 if ((r = norm(c, s, true, s->x, xmid, v->off_ffn_norm[l], &L->gu, n)) < 0 || (r = stamp(c, s, l)) < 0)
+                        return r;
+                if (n > 1 && s->capture && (r = llama_vk_capture_record(c, s, l, LLAMA_SITE_FFN_IN, s->xb, n)) < 0)
                         return r;
                 r = fuse_q8(s, &L->gu, n) ? mm_q8(c, s, wb, &L->gu, s->gu) : mm(c, s, wb, &L->gu, s->xb, s->gu, n);
                 if (r < 0 || (r = stamp(c, s, l)) < 0)
@@ -965,6 +973,8 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                         r = qvk_cmd_dispatch(c, v->p_silu, b, 2, 1u << 1, push, 8, gx, DIV_ROUND_UP(groups, gx), 1);
                 }
                 if (r < 0 || (r = stamp(c, s, l)) < 0)
+                        return r;
+                if (n > 1 && s->capture && (r = llama_vk_capture_record(c, s, l, LLAMA_SITE_FFN_DOWN, s->g, n)) < 0)
                         return r;
                 r = down_q8 ? mm_q8(c, s, wb, &L->down, s->o) : mm(c, s, wb, &L->down, s->g, s->o, n);
                 if (r < 0 || (r = stamp(c, s, l)) < 0)

@@ -13,7 +13,8 @@
 
 static void usage(FILE *f) {
         fputs("Usage: quantd-quantize IN.gguf OUT.gguf --type q8_0|q4_0|q4_1|q4_k_m|q4_k|q6_k\n"
-              "                       [--method rtn|rtn-clip|gptq|awq] [--calib FILE] [--samples N] [--ctx L]\n"
+              "                       [--method rtn|rtn-clip|gptq|awq] [--calib FILE | --calib-random SEED]\n"
+              "                       [--samples N] [--ctx L] [--device cpu|vulkan[:SELECT]]\n"
               "                       [--threads N] [--damp F] [--no-act-order] [--gptq-minmax]\n"
               "       quantd-quantize --eval MODEL.gguf --text FILE [--ref REF.gguf] [--ctx 512]\n"
               "                       [--chunks N] [--json]\n", f);
@@ -125,12 +126,15 @@ static void print_table(const char *model, const char *ref, const QdEvalReport *
 
 int main(int argc, char **argv) {
         enum { ARG_TYPE = 0x100, ARG_METHOD, ARG_CALIB, ARG_SAMPLES, ARG_CTX, ARG_EVAL, ARG_TEXT, ARG_REF,
-               ARG_JSON, ARG_THREADS, ARG_CHUNKS, ARG_DAMP, ARG_NO_ACT_ORDER, ARG_GPTQ_MINMAX };
+               ARG_JSON, ARG_THREADS, ARG_CHUNKS, ARG_DAMP, ARG_NO_ACT_ORDER, ARG_GPTQ_MINMAX,
+               ARG_CALIB_RANDOM, ARG_DEVICE };
         static const struct option opts[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "type", required_argument, NULL, ARG_TYPE },
                 { "method", required_argument, NULL, ARG_METHOD },
                 { "calib", required_argument, NULL, ARG_CALIB },
+                { "calib-random", required_argument, NULL, ARG_CALIB_RANDOM },
+                { "device", required_argument, NULL, ARG_DEVICE },
                 { "samples", required_argument, NULL, ARG_SAMPLES },
                 { "ctx", required_argument, NULL, ARG_CTX },
                 { "threads", required_argument, NULL, ARG_THREADS },
@@ -183,6 +187,11 @@ int main(int argc, char **argv) {
                         }
                         break;
                 case ARG_CALIB: calib = optarg; break;
+                case ARG_DEVICE: qo.calib_device = optarg; break;
+                case ARG_CALIB_RANDOM:
+                        qo.calib_random = true;
+                        qo.calib_random_seed = strtoull(optarg, NULL, 0);
+                        break;
                 case ARG_SAMPLES: qo.n_samples = strtoul(optarg, NULL, 10); break;
                 case ARG_CTX: ctx = strtoul(optarg, NULL, 10); break;
                 case ARG_THREADS: qo.n_threads = strtoul(optarg, NULL, 10); break;

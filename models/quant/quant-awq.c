@@ -66,10 +66,36 @@ static int clip_search(const QdQuantParams *p, const QdAwqOptions *o, const doub
         return 0;
 }
 
+/* Four doubles at once: 256-bit operations in the AVX2 clone of awq_rows(), two 128-bit ones in
+ * the baseline build; the lanes fix the order of the sums, so both give the same bits. */
+typedef double v4d __attribute__((vector_size(32), aligned(8)));
+
+/* e · x_t for four rows x_t (stride cols) at once, so that each load of e serves four sums. */
+static inline __attribute__((always_inline)) void dot4(const double *e, const double *x, size_t cols,
+                                                       double ret[4]) {
+        v4d s0 = {}, s1 = {}, s2 = {}, s3 = {};
+        size_t k = 0;
+        for (; k + 4 <= cols; k += 4) {
+                v4d ek = *(const v4d *) (e + k);
+                s0 += ek * *(const v4d *) (x + k);
+                s1 += ek * *(const v4d *) (x + cols + k);
+                s2 += ek * *(const v4d *) (x + 2 * cols + k);
+                s3 += ek * *(const v4d *) (x + 3 * cols + k);
+        }
+        ret[0] = (s0[0] + s0[1]) + (s0[2] + s0[3]);
+        ret[1] = (s1[0] + s1[1]) + (s1[2] + s1[3]);
+        ret[2] = (s2[0] + s2[1]) + (s2[2] + s2[3]);
+        ret[3] = (s3[0] + s3[1]) + (s3[2] + s3[3]);
+        for (; k < cols; k++)
+                for (int i = 0; i < 4; i++)
+                        ret[i] += e[k] * x[i * cols + k];
+}
+
 typedef struct AwqCtx {
         const QdQuantParams *p;
         const QdAwqOptions *o;
         const float *x;
+        const double *xd;         /* x in double, the error sums' operand */
         size_t n_samples, cols, row_bytes;
         const QdAwqLinear *lin;
         size_t n_lin;
@@ -80,20 +106,14 @@ typedef struct AwqCtx {
         double *row_err;
 } AwqCtx;
 
-/* One output row: scale by s, clip (if gram), quantize, optionally store, and its output error
- * Σ_t (x_t · (w - deq/s))² against the original weights. */
-static int awq_row(void *userdata, size_t gr) {
-        AwqCtx *c = userdata;
+/* One output row: scale by s, clip (if gram), quantize, optionally store; its error against the
+ * original weights, w - deq/s, into ed (double). */
+static int awq_quant_row(AwqCtx *c, size_t gr, float *ws, float *e, uint8_t *q, double *ed) {
         size_t l = 0, cols = c->cols;
         while (gr >= c->row_start[l + 1])
                 l++;
         size_t i = gr - c->row_start[l];
         const float *w = c->lin[l].w + i * cols;
-        _cleanup_free_ float *ws = malloc(cols * sizeof(float));
-        _cleanup_free_ float *e = malloc(cols * sizeof(float));
-        _cleanup_free_ uint8_t *q = malloc(c->row_bytes);
-        if (!ws || !e || !q)
-                return -ENOMEM;
         for (size_t j = 0; j < cols; j++)
                 ws[j] = w[j] * c->s[j];
         int r;
@@ -113,24 +133,55 @@ static int awq_row(void *userdata, size_t gr) {
         if (r < 0)
                 return r;
         for (size_t j = 0; j < cols; j++)
-                e[j] = w[j] - e[j] / c->s[j];
-        double total = 0.0;
-        for (size_t t = 0; t < c->n_samples; t++) {
-                const float *xt = c->x + t * cols;
-                double d = 0.0;
-                for (size_t j = 0; j < cols; j++)
-                        d += (double) xt[j] * e[j];
-                total += d * d;
-        }
-        c->row_err[gr] = total;
+                ed[j] = (double) (w[j] - e[j] / c->s[j]);
         return 0;
 }
 
-/* Runs awq_row over every row of every linear; the sum is taken in row order, so the result does
+#define AWQ_ROWS 8 /* rows per task: each read of the calibration rows serves all of them */
+
+/* Rows [8·task, 8·task + 8): quantized, then their output errors Σ_t (x_t · ed)², the tokens in
+ * blocks of four read once for the task's rows (the rows' sums are as if done one by one). */
+__attribute__((target_clones("avx2", "default")))
+static int awq_rows(void *userdata, size_t task) {
+        AwqCtx *c = userdata;
+        size_t cols = c->cols, r0 = task * AWQ_ROWS, nr = MIN((size_t) AWQ_ROWS, c->row_start[c->n_lin] - r0);
+        _cleanup_free_ float *ws = malloc(cols * sizeof(float));
+        _cleanup_free_ float *e = malloc(cols * sizeof(float));
+        _cleanup_free_ double *ed = malloc(AWQ_ROWS * cols * sizeof(double));
+        _cleanup_free_ uint8_t *q = malloc(c->row_bytes);
+        double total[AWQ_ROWS] = {};
+        int r;
+
+        if (!ws || !e || !ed || !q)
+                return -ENOMEM;
+        for (size_t k = 0; k < nr; k++)
+                if ((r = awq_quant_row(c, r0 + k, ws, e, q, ed + k * cols)) < 0)
+                        return r;
+        size_t t = 0;
+        for (; t + 4 <= c->n_samples; t += 4)
+                for (size_t k = 0; k < nr; k++) {
+                        double d[4];
+                        dot4(ed + k * cols, c->xd + t * cols, cols, d);
+                        total[k] += ((d[0] * d[0] + d[1] * d[1]) + (d[2] * d[2] + d[3] * d[3]));
+                }
+        for (; t < c->n_samples; t++)
+                for (size_t k = 0; k < nr; k++) {
+                        const double *xt = c->xd + t * cols, *ek = ed + k * cols;
+                        double d = 0.0;
+                        for (size_t j = 0; j < cols; j++)
+                                d += xt[j] * ek[j];
+                        total[k] += d * d;
+                }
+        for (size_t k = 0; k < nr; k++)
+                c->row_err[r0 + k] = total[k];
+        return 0;
+}
+
+/* Runs awq_rows over every row of every linear; the sum is taken in row order, so the result does
  * not depend on the thread count. */
 static int awq_pass(AwqCtx *c, unsigned n_threads, double *ret) {
         size_t n_rows = c->row_start[c->n_lin];
-        int r = qd_parallel_for(n_rows, n_threads, awq_row, c);
+        int r = qd_parallel_for(DIV_ROUND_UP(n_rows, (size_t) AWQ_ROWS), n_threads, awq_rows, c);
         if (r < 0)
                 return r;
         double total = 0.0;
@@ -210,7 +261,13 @@ int qd_awq_quantize(const QdQuantParams *p, const QdAwqOptions *o, const float *
                         memcpy(xsub + t * cols, x + (t * n_samples / ns) * cols, cols * sizeof(float));
                 xs = xsub;
         }
+        _cleanup_free_ double *xd = malloc(n_samples * cols * sizeof(double));
+        if (!xd)
+                return -ENOMEM;
+        for (size_t k = 0; k < ns * cols; k++)
+                xd[k] = xs[k];
         ctx.x = xs;
+        ctx.xd = xd;
         ctx.n_samples = ns;
 
         /* Grid over α in [0, 1]; α = 0 gives s = 1, plain RTN, so the result never loses to it. */
@@ -265,6 +322,8 @@ int qd_awq_quantize(const QdQuantParams *p, const QdAwqOptions *o, const float *
         }
 
         double err_final;
+        for (size_t k = 0; k < n_samples * cols; k++)
+                xd[k] = x[k];
         ctx.x = x;
         ctx.n_samples = n_samples;
         ctx.s = best_s;

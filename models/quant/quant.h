@@ -239,6 +239,9 @@ int qd_hessian_new(size_t cols, QdHessian **ret);
 QdHessian *qd_hessian_free(QdHessian *h);
 DEFINE_TRIVIAL_CLEANUP_FUNC(QdHessian *, qd_hessian_free);
 int qd_hessian_add(QdHessian *h, const float *x, size_t n_samples, unsigned n_threads);
+/* The same from a Gram matrix Σ x xᵀ over n_samples rows computed elsewhere (the Vulkan
+ * calibration): cols × cols floats, of which only the upper triangle is read. */
+int qd_hessian_add_gram(QdHessian *h, const float *gram, size_t n_samples, unsigned n_threads);
 const double *qd_hessian_data(const QdHessian *h);
 /* Mean squared output error per sample of using deq instead of w ([rows × cols] each), from the
  * Hessian alone: (1/N) Σ_t ‖(w − deq)·x_t‖² = ½ Σ_r e_rᵀ H e_r. The per-tensor sensitivity for
