@@ -67,9 +67,10 @@ static uint32_t ggml_of(QvkWeightType wt) {
 
 /* The device format of a weight for a variant: sources already in a block format no wider
  * than the variant's are used as they are; everything else is (re)quantized. Q4_K, Q6_K and
- * Q5_0 stay as stored in every variant, and in a K-quant mix (mix: a Q4_K_M file, say) so do
- * Q8_0 and Q4_x: its int4 variant is the file's own mix (docs/QUANTIZATION.md). */
-static QvkWeightType target_type(const LlamaTensor *t, QdPrecision p, bool mix) {
+ * Q5_0 stay as stored in every variant, and in a file already quantized to 4 bits (keep8: a
+ * K-quant mix such as Q4_K_M, or a Q4_0 / Q4_1 file) so does Q8_0, which its quantizer chose
+ * (llama.cpp's output.weight): its int4 variant is the file's own mix (docs/QUANTIZATION.md). */
+static QvkWeightType target_type(const LlamaTensor *t, QdPrecision p, bool keep8) {
         if (t->ne0 % 32 != 0)
                 return QVK_W_F16;
         switch (t->type) {
@@ -80,7 +81,7 @@ static QvkWeightType target_type(const LlamaTensor *t, QdPrecision p, bool mix) 
         case GGML_TYPE_Q5_0:
                 return QVK_W_Q5_0;
         case GGML_TYPE_Q8_0:
-                return p == QD_PRECISION_INT4 && !mix ? QVK_W_Q4_0 : QVK_W_Q8_0;
+                return p == QD_PRECISION_INT4 && !keep8 ? QVK_W_Q4_0 : QVK_W_Q8_0;
         case GGML_TYPE_Q4_0:
                 return QVK_W_Q4_0;
         case GGML_TYPE_Q4_1:
@@ -100,15 +101,16 @@ static bool rows_type(QvkWeightType wt) {
  * one's device format; where they are block formats of different kinds (Q/K/V of a Q4_K_M
  * file: Q4_K and Q6_K), in row blocks of their own formats instead (each run of one format a
  * block at an aligned offset) so that none is converted. */
-static VkTensor plan(const LlamaTensor *const *t, size_t n, QdPrecision p, bool mix, uint64_t *off) {
+static VkTensor plan(const LlamaTensor *const *t, size_t n, QdPrecision p, const LlamaWeights *w, uint64_t *off) {
+        bool mix = w->kquant_mix, keep8 = mix || w->file_type == GGML_TYPE_Q4_0 || w->file_type == GGML_TYPE_Q4_1;
         VkTensor r = {
-                .wt = target_type(t[0], p, mix),
+                .wt = target_type(t[0], p, keep8),
                 .k = t[0]->ne0,
         };
         bool mixed = false, kq = true;
 
         for (size_t i = 0; i < n; i++) {
-                QvkWeightType wt = target_type(t[i], p, mix);
+                QvkWeightType wt = target_type(t[i], p, keep8);
                 r.m += t[i]->ne1;
                 mixed |= wt != r.wt;
                 kq &= rows_type(wt);
@@ -117,7 +119,7 @@ static VkTensor plan(const LlamaTensor *const *t, size_t n, QdPrecision p, bool 
         if (mixed && kq) {
                 uint64_t b = 0;
                 for (size_t i = 0; i < n; i++) {
-                        QvkWeightType wt = target_type(t[i], p, mix);
+                        QvkWeightType wt = target_type(t[i], p, keep8);
                         if (r.n_seg == 0 || r.seg[r.n_seg - 1].wt != wt) {
                                 b = ALIGN_TO(b, ALIGN);
                                 r.seg[r.n_seg++] = (typeof(r.seg[0])) { .wt = wt, .off = b };
@@ -225,16 +227,16 @@ static void variant_plan(LlamaVk *v, QdPrecision p, Variant *var, uint64_t *laye
                 uint64_t off = 0;
                 const LlamaTensor *qkv[] = { &L->wq, &L->wk, &L->wv }, *gu[] = { &L->gate, &L->up };
                 const LlamaTensor *wo = &L->wo, *down = &L->down;
-                o->qkv = plan(qkv, 3, p, w->kquant_mix, &off);
-                o->wo = plan(&wo, 1, p, w->kquant_mix, &off);
-                o->gu = plan(gu, 2, p, w->kquant_mix, &off);
-                o->down = plan(&down, 1, p, w->kquant_mix, &off);
+                o->qkv = plan(qkv, 3, p, w, &off);
+                o->wo = plan(&wo, 1, p, w, &off);
+                o->gu = plan(gu, 2, p, w, &off);
+                o->down = plan(&down, 1, p, w, &off);
                 layer_bytes[l] = off;
                 var->bytes += off;
         }
         uint64_t off = 0;
         const LlamaTensor *out = &w->output;
-        var->output = plan(&out, 1, p, w->kquant_mix, &off);
+        var->output = plan(&out, 1, p, w, &off);
         *out_bytes = off;
         var->bytes += off;
 }

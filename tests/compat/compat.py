@@ -232,10 +232,10 @@ def test_greedy_f16(tools, tmp):
 
 
 # The Vulkan variant that holds each of llama.cpp's files without changing a weight: Q8_0 and
-# Q4_0 blocks are used as they are by the int8 variant (the int4 variant would requantize the
-# Q8_0 output.weight to Q4_0); a K-quant mix runs as stored in the variant picked at load (int4:
-# Q5_0/Q4_K/Q6_K blocks on their own kernels, its Q8_0 tensors kept).
-LOSSLESS_PRECISION = {"q8_0": "int8", "q4_0": "int8", "q4_k_m": "file"}
+# Q8_0 blocks are used as they are by the int8 variant; a Q4_0 file and a K-quant mix run as
+# stored in the variant picked at load (int4: Q4_0, Q5_0, Q4_K and Q6_K blocks on their own
+# kernels, the Q8_0 tensors their quantizer chose kept).
+LOSSLESS_PRECISION = {"q8_0": "int8", "q4_0": "file", "q4_k_m": "file"}
 
 
 def test_llama_quant(tools, tmp, qtype):
