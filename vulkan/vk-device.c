@@ -352,6 +352,14 @@ int qvk_device_features_query(QvkDevice *d, VkPhysicalDevice phys) {
                      !qvk_env_flag("QUANTD_VK_DISABLE_COOPMAT") && coopmat_nv_usable(d, phys);
         d->coopmat2 = d->coopmat && f->coopmat_khr && f->coopmat2_nv &&
                       !qvk_env_flag("QUANTD_VK_DISABLE_COOPMAT2") && coopmat2_usable(d, phys);
+        /* A validation layer older than VK_KHR_cooperative_matrix (Debian 12's is 1.3.239) reports
+         * its structures as unknown: a test run there would fail on messages about the layer, not
+         * about quantd, so the kernel stays off under such a layer. */
+        if (d->coopmat2 && qvk_validation_enabled() &&
+            qvk_validation_layer_version() < VK_MAKE_API_VERSION(0, 1, 3, 255)) {
+                log_debug("Cooperative matrix 2 off: the validation layer predates VK_KHR_cooperative_matrix.");
+                d->coopmat2 = false;
+        }
         return 0;
 }
 

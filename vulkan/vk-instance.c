@@ -84,19 +84,28 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL debug_cb(VkDebugUtilsMessageSeverityFlagBi
         return VK_FALSE;
 }
 
-static bool layer_present(const char *name) {
+/* The spec version of an installed layer, 0 when it is not installed. */
+static uint32_t layer_spec_version(const char *name) {
         _cleanup_free_ VkLayerProperties *layers = NULL;
         uint32_t n = 0;
 
         if (vkEnumerateInstanceLayerProperties(&n, NULL) != VK_SUCCESS || n == 0)
-                return false;
+                return 0;
         layers = calloc(n, sizeof(*layers));
         if (!layers || vkEnumerateInstanceLayerProperties(&n, layers) != VK_SUCCESS)
-                return false;
+                return 0;
         for (uint32_t i = 0; i < n; i++)
                 if (streq(layers[i].layerName, name))
-                        return true;
-        return false;
+                        return MAX(layers[i].specVersion, 1u);
+        return 0;
+}
+
+static bool layer_present(const char *name) {
+        return layer_spec_version(name) > 0;
+}
+
+uint32_t qvk_validation_layer_version(void) {
+        return layer_spec_version(VALIDATION_LAYER);
 }
 
 int qvk_instance_new(bool validation, VkInstance *ret, VkDebugUtilsMessengerEXT *ret_messenger) {

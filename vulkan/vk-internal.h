@@ -57,6 +57,8 @@ struct QvkBuffer {
 int qvk_instance_new(bool validation, VkInstance *ret, VkDebugUtilsMessengerEXT *ret_messenger);
 void qvk_instance_free(VkInstance instance, VkDebugUtilsMessengerEXT messenger);
 bool qvk_validation_enabled(void);
+/* specVersion of the installed Khronos validation layer, 0 when it is not installed. */
+uint32_t qvk_validation_layer_version(void);
 int qvk_result_to_errno(VkResult r);
 bool qvk_env_flag(const char *name);
 /* $name as a number in 1..max (any strtoul base), else def: the tuning switches. */
