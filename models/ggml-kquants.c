@@ -10,10 +10,11 @@
  *   fp16 super-scale, codes −32..31.
  * - Q5_0: absmax scale onto code −16 (ggml's quantize_row_q5_0_ref); llama.cpp falls back to it
  *   for Q4_K tensors whose rows are not a multiple of 256.
- * - Q5_K: Q4_K's search and scale packing with codes 0..31; Q5_1: min/max onto codes 0..31
+ * - Q5_K: Q4_K's search (a narrower one) and scale packing with codes 0..31; Q5_1: min/max onto codes 0..31
  *   (quantize_row_q5_1_ref), Q5_K's fallback where rows are not whole super-blocks.
  *
  * Rounding is to nearest with ties to even, as ggml's nearest_int. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -140,10 +141,11 @@ static float fit_scale_sym(int n, int nmax, const float *x, int8_t *L) {
         return scale;
 }
 
-/* Q4_K and Q5_K (nmax 15 / 31): the 6-bit sub-scales and sub-mins with their two fp16 super-scales
+/* Q4_K and Q5_K (nmax 15 / 31; ggml searches rmin + i·0.1 for i ≤ nstep: −1.0, 20 steps for
+ * Q4_K, −0.5, 15 for Q5_K): the 6-bit sub-scales and sub-mins with their two fp16 super-scales
  * into d, dmin, scales; the codes into L. */
-static void quantize_scale_min_k(const float *x, int nmax, ggml_half *ret_d, ggml_half *ret_dmin,
-                                 uint8_t scales_out[K_SCALE_SIZE], uint8_t L[QK_K]) {
+static void quantize_scale_min_k(const float *x, int nmax, float rmin, int nstep, ggml_half *ret_d,
+                                 ggml_half *ret_dmin, uint8_t scales_out[K_SCALE_SIZE], uint8_t L[QK_K]) {
         float w[32], mins[QK_K / 32], scales[QK_K / 32];
         float max_scale = 0, max_min = 0;
 
@@ -155,7 +157,7 @@ static void quantize_scale_min_k(const float *x, int nmax, ggml_half *ret_d, ggm
                 float av = sqrtf(s2 / 32);
                 for (int l = 0; l < 32; l++)
                         w[l] = av + fabsf(v[l]);
-                scales[j] = fit_scale_min(32, nmax, v, w, L + 32 * j, &mins[j], -1.0f, 0.1f, 20);
+                scales[j] = fit_scale_min(32, nmax, v, w, L + 32 * j, &mins[j], rmin, 0.1f, nstep);
                 max_scale = MAX(max_scale, scales[j]);
                 max_min = MAX(max_min, mins[j]);
         }
@@ -196,7 +198,7 @@ void ggml_quantize_q4_k(const float *x, GgmlBlockQ4_K *y, size_t nb) {
         uint8_t L[QK_K];
 
         for (size_t i = 0; i < nb; i++, x += QK_K) {
-                quantize_scale_min_k(x, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
+                quantize_scale_min_k(x, 15, -1.0f, 20, &y[i].d, &y[i].dmin, y[i].scales, L);
                 /* 64 elements per 32 bytes: the first 32 in the low nibbles, the next 32 high. */
                 uint8_t *q = y[i].qs;
                 for (int j = 0; j < QK_K; j += 64, q += 32)
@@ -209,7 +211,7 @@ void ggml_quantize_q5_k(const float *x, GgmlBlockQ5_K *y, size_t nb) {
         uint8_t L[QK_K];
 
         for (size_t i = 0; i < nb; i++, x += QK_K) {
-                quantize_scale_min_k(x, 31, &y[i].d, &y[i].dmin, y[i].scales, L);
+                quantize_scale_min_k(x, 31, -0.5f, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
                 /* Low 4 bits as Q4_K's nibbles; the fifth bit of element 64c + l (l < 32) in bit
                  * 2c of qh[l], of element 64c + 32 + l in bit 2c + 1. */
                 uint8_t *q = y[i].qs;
@@ -295,8 +297,8 @@ void ggml_quantize_q5_0(const float *x, GgmlBlockQ5_0 *y, size_t nb) {
 
 void ggml_quantize_q5_1(const float *x, GgmlBlockQ5_1 *y, size_t nb) {
         for (size_t i = 0; i < nb; i++, x += QK5_1) {
-                float min = x[0], max = x[0];
-                for (int j = 1; j < QK5_1; j++) {
+                float min = FLT_MAX, max = -FLT_MAX;
+                for (int j = 0; j < QK5_1; j++) {
                         min = MIN(min, x[j]);
                         max = MAX(max, x[j]);
                 }
@@ -305,12 +307,13 @@ void ggml_quantize_q5_1(const float *x, GgmlBlockQ5_1 *y, size_t nb) {
                 y[i].d = qd_fp32_to_fp16(d);
                 y[i].m = qd_fp32_to_fp16(min);
                 for (int j = 0; j < QK5_1 / 2; j++) {
-                        /* ggml: (uint8_t)((x - min)·id + 0.5), truncation */
-                        uint8_t q0 = (uint8_t) MIN(31.0f, (x[j] - min) * id + 0.5f);
-                        uint8_t q1 = (uint8_t) MIN(31.0f, (x[j + QK5_1 / 2] - min) * id + 0.5f);
+                        /* ggml: (uint8_t)((x - min)·id + 0.5), truncation; a 32 (rounding at
+                         * max) keeps only its low 5 bits, as there */
+                        float x0 = (x[j] - min) * id, x1 = (x[j + QK5_1 / 2] - min) * id;
+                        uint8_t q0 = (uint8_t) (int) (x0 + 0.5f), q1 = (uint8_t) (int) (x1 + 0.5f);
                         y[i].qs[j] = (uint8_t) ((q0 & 0xF) | ((q1 & 0xF) << 4));
-                        qh |= (uint32_t) (q0 >> 4) << j;
-                        qh |= (uint32_t) (q1 >> 4) << (j + QK5_1 / 2);
+                        qh |= (uint32_t) ((q0 >> 4) & 1) << j;
+                        qh |= (uint32_t) ((q1 >> 4) & 1) << (j + QK5_1 / 2);
                 }
                 memcpy(y[i].qh, &qh, sizeof(qh));
         }
