@@ -264,7 +264,23 @@ static void kmix(void) {
                 CHECK(t == GGML_TYPE_Q4_K);
                 CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q6_K, name, 384, n, &t));
                 CHECK(t == GGML_TYPE_Q8_0);
+                /* Q5_K_M: Q4_K_M's rules with Q5_K, falling back to Q5_1 */
+                CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q5_K_M, name, 512, n, &t));
+                CHECK(t == GGML_TYPE_Q5_K);
+                CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q5_K_M, name, 384, n, &t));
+                CHECK(t == GGML_TYPE_Q5_1);
+                snprintf(name, sizeof(name), "blk.%u.ffn_down.weight", l);
+                CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q5_K_M, name, 2048, n, &t));
+                CHECK(t == (more[l] ? GGML_TYPE_Q6_K : GGML_TYPE_Q5_K));
+                CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q5_K_M, name, 384, n, &t));
+                CHECK(t == (more[l] ? GGML_TYPE_Q8_0 : GGML_TYPE_Q5_1));
         }
+        CHECK(qd_kmix_from_string("Q5_K_M") == QD_KMIX_Q5_K_M && qd_kmix_file_type(QD_KMIX_Q5_K_M) == 17);
+        CHECK(streq(qd_kmix_to_string(QD_KMIX_Q5_K_M), "q5_k_m"));
+        CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q5_K_M, "output.weight", 512, n, &t));
+        CHECK(t == GGML_TYPE_Q6_K);
+        CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q5_K_M, "output.weight", 384, n, &t));
+        CHECK(t == GGML_TYPE_Q8_0);
         CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q4_K_M, "output.weight", 512, n, &t));
         CHECK(t == GGML_TYPE_Q6_K);
         CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q4_K_M, "output.weight", 384, n, &t));
