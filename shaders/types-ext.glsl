@@ -154,8 +154,9 @@ void q4k_scale_min(uint off, uint j, out float sc, out float mn) {
 
 // Byte offset of unit u's first code byte in row `row`, the scales d and offsets mn of its low
 // (.x: slots 0-15) and high (.y: slots 16-31) halves (value of a code c: d*c + mn for Q4_0
-// (c = nibble, mn = -8d) / Q4_1 / Q4_K (mn = -dmin*min) / Q6_K (c = 6 bits, mn = -32d), d*c for
-// Q8_0 / I8, d*NF4[c], d*e4m3(c)); for Q6_K also the offset of its qh bytes and their shift.
+// (c = nibble, mn = -8d) / Q4_1 / Q4_K (mn = -dmin*min) / Q5_K, Q5_1, Q5_0 (c = 5 bits; Q5_0:
+// mn = -16d) / Q6_K (c = 6 bits, mn = -32d), d*c for Q8_0 / I8, d*NF4[c], d*e4m3(c)); for the
+// 5- and 6-bit formats also the offset of their high-bit bytes and (Q5_K, Q6_K) their shift.
 void unit_info(uint row, uint u, out uint qoff, out vec2 d, out vec2 mn, out uint hoff, out uint hsh) {
     mn = vec2(0.0);
     hoff = 0u;
