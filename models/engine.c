@@ -132,6 +132,8 @@ static QdPrecision default_precision(uint32_t file_type) {
         switch (file_type) {
         case GGML_TYPE_Q8_0:
         case GGML_TYPE_Q6_K:
+        case GGML_TYPE_Q5_K:
+        case GGML_TYPE_Q5_1: /* most weights of a Q5_K_M file whose rows are not whole super-blocks */
                 return QD_PRECISION_INT8;
         case GGML_TYPE_Q4_0:
         case GGML_TYPE_Q4_1:

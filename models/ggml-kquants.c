@@ -1,4 +1,4 @@
-/* Round-to-nearest quantizers for Q5_0 and the K-quants Q4_K and Q6_K, with the scale searches of
+/* Round-to-nearest quantizers for Q5_0, Q5_1 and the K-quants Q4_K, Q5_K and Q6_K, with the scale searches of
  * ggml's reference quantizers (what llama-quantize runs without an importance matrix):
  *
  * - Q4_K: each 32-element sub-block gets an asymmetric (scale, min) pair from a weighted
@@ -10,8 +10,11 @@
  *   fp16 super-scale, codes −32..31.
  * - Q5_0: absmax scale onto code −16 (ggml's quantize_row_q5_0_ref); llama.cpp falls back to it
  *   for Q4_K tensors whose rows are not a multiple of 256.
+ * - Q5_K: Q4_K's search (a narrower one) and scale packing with codes 0..31; Q5_1: min/max onto codes 0..31
+ *   (quantize_row_q5_1_ref), Q5_K's fallback where rows are not whole super-blocks.
  *
  * Rounding is to nearest with ties to even, as ggml's nearest_int. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -138,60 +141,87 @@ static float fit_scale_sym(int n, int nmax, const float *x, int8_t *L) {
         return scale;
 }
 
+/* Q4_K and Q5_K (nmax 15 / 31; ggml searches rmin + i·0.1 for i ≤ nstep: −1.0, 20 steps for
+ * Q4_K, −0.5, 15 for Q5_K): the 6-bit sub-scales and sub-mins with their two fp16 super-scales
+ * into d, dmin, scales; the codes into L. */
+static void quantize_scale_min_k(const float *x, int nmax, float rmin, int nstep, ggml_half *ret_d,
+                                 ggml_half *ret_dmin, uint8_t scales_out[K_SCALE_SIZE], uint8_t L[QK_K]) {
+        float w[32], mins[QK_K / 32], scales[QK_K / 32];
+        float max_scale = 0, max_min = 0;
+
+        for (int j = 0; j < QK_K / 32; j++) {
+                const float *v = x + 32 * j;
+                float s2 = 0;
+                for (int l = 0; l < 32; l++)
+                        s2 += v[l] * v[l];
+                float av = sqrtf(s2 / 32);
+                for (int l = 0; l < 32; l++)
+                        w[l] = av + fabsf(v[l]);
+                scales[j] = fit_scale_min(32, nmax, v, w, L + 32 * j, &mins[j], rmin, 0.1f, nstep);
+                max_scale = MAX(max_scale, scales[j]);
+                max_min = MAX(max_min, mins[j]);
+        }
+
+        /* 6-bit sub-scales and sub-mins; j < 4 in the low 6 bits of scales[j] / [j+4],
+         * j ≥ 4 split: low nibbles in scales[j+4], high 2 bits on top of scales[j−4] / [j]. */
+        float is = max_scale > 0 ? 63.0f / max_scale : 0.0f, im = max_min > 0 ? 63.0f / max_min : 0.0f;
+        memset(scales_out, 0, K_SCALE_SIZE);
+        for (int j = 0; j < QK_K / 32; j++) {
+                uint8_t ls = (uint8_t) MIN(63, nearest(is * scales[j]));
+                uint8_t lm = (uint8_t) MIN(63, nearest(im * mins[j]));
+                if (j < 4) {
+                        scales_out[j] = ls;
+                        scales_out[j + 4] = lm;
+                } else {
+                        scales_out[j + 4] = (uint8_t) ((ls & 0xF) | ((lm & 0xF) << 4));
+                        scales_out[j - 4] |= (uint8_t) ((ls >> 4) << 6);
+                        scales_out[j] |= (uint8_t) ((lm >> 4) << 6);
+                }
+        }
+        *ret_d = qd_fp32_to_fp16(max_scale / 63.0f);
+        *ret_dmin = qd_fp32_to_fp16(max_min / 63.0f);
+
+        /* Codes from the scales as stored. */
+        for (int j = 0; j < QK_K / 32; j++) {
+                uint8_t sc, m;
+                ggml_q4_k_scale_min(j, scales_out, &sc, &m);
+                const float d = qd_fp16_to_fp32(*ret_d) * sc;
+                if (d == 0.0f)
+                        continue;
+                const float dm = qd_fp16_to_fp32(*ret_dmin) * m;
+                for (int l = 0; l < 32; l++)
+                        L[32 * j + l] = (uint8_t) CLAMP(nearest((x[32 * j + l] + dm) / d), 0, nmax);
+        }
+}
+
 void ggml_quantize_q4_k(const float *x, GgmlBlockQ4_K *y, size_t nb) {
         uint8_t L[QK_K];
-        float w[32], mins[QK_K / 32], scales[QK_K / 32];
 
         for (size_t i = 0; i < nb; i++, x += QK_K) {
-                float max_scale = 0, max_min = 0;
-                for (int j = 0; j < QK_K / 32; j++) {
-                        const float *v = x + 32 * j;
-                        float s2 = 0;
-                        for (int l = 0; l < 32; l++)
-                                s2 += v[l] * v[l];
-                        float av = sqrtf(s2 / 32);
-                        for (int l = 0; l < 32; l++)
-                                w[l] = av + fabsf(v[l]);
-                        scales[j] = fit_scale_min(32, 15, v, w, L + 32 * j, &mins[j], -1.0f, 0.1f, 20);
-                        max_scale = MAX(max_scale, scales[j]);
-                        max_min = MAX(max_min, mins[j]);
-                }
-
-                /* 6-bit sub-scales and sub-mins; j < 4 in the low 6 bits of scales[j] / [j+4],
-                 * j ≥ 4 split: low nibbles in scales[j+4], high 2 bits on top of scales[j−4] / [j]. */
-                float is = max_scale > 0 ? 63.0f / max_scale : 0.0f, im = max_min > 0 ? 63.0f / max_min : 0.0f;
-                memset(y[i].scales, 0, sizeof(y[i].scales));
-                for (int j = 0; j < QK_K / 32; j++) {
-                        uint8_t ls = (uint8_t) MIN(63, nearest(is * scales[j]));
-                        uint8_t lm = (uint8_t) MIN(63, nearest(im * mins[j]));
-                        if (j < 4) {
-                                y[i].scales[j] = ls;
-                                y[i].scales[j + 4] = lm;
-                        } else {
-                                y[i].scales[j + 4] = (uint8_t) ((ls & 0xF) | ((lm & 0xF) << 4));
-                                y[i].scales[j - 4] |= (uint8_t) ((ls >> 4) << 6);
-                                y[i].scales[j] |= (uint8_t) ((lm >> 4) << 6);
-                        }
-                }
-                y[i].d = qd_fp32_to_fp16(max_scale / 63.0f);
-                y[i].dmin = qd_fp32_to_fp16(max_min / 63.0f);
-
-                /* Codes from the scales as stored. */
-                for (int j = 0; j < QK_K / 32; j++) {
-                        uint8_t sc, m;
-                        ggml_q4_k_scale_min(j, y[i].scales, &sc, &m);
-                        const float d = qd_fp16_to_fp32(y[i].d) * sc;
-                        if (d == 0.0f)
-                                continue;
-                        const float dm = qd_fp16_to_fp32(y[i].dmin) * m;
-                        for (int l = 0; l < 32; l++)
-                                L[32 * j + l] = (uint8_t) CLAMP(nearest((x[32 * j + l] + dm) / d), 0, 15);
-                }
+                quantize_scale_min_k(x, 15, -1.0f, 20, &y[i].d, &y[i].dmin, y[i].scales, L);
                 /* 64 elements per 32 bytes: the first 32 in the low nibbles, the next 32 high. */
                 uint8_t *q = y[i].qs;
                 for (int j = 0; j < QK_K; j += 64, q += 32)
                         for (int l = 0; l < 32; l++)
                                 q[l] = (uint8_t) (L[j + l] | (L[j + l + 32] << 4));
+        }
+}
+
+void ggml_quantize_q5_k(const float *x, GgmlBlockQ5_K *y, size_t nb) {
+        uint8_t L[QK_K];
+
+        for (size_t i = 0; i < nb; i++, x += QK_K) {
+                quantize_scale_min_k(x, 31, -0.5f, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
+                /* Low 4 bits as Q4_K's nibbles; the fifth bit of element 64c + l (l < 32) in bit
+                 * 2c of qh[l], of element 64c + 32 + l in bit 2c + 1. */
+                uint8_t *q = y[i].qs;
+                memset(y[i].qh, 0, sizeof(y[i].qh));
+                for (int j = 0, c = 0; j < QK_K; j += 64, q += 32, c++)
+                        for (int l = 0; l < 32; l++) {
+                                uint8_t a = L[j + l], b = L[j + l + 32];
+                                q[l] = (uint8_t) ((a & 0xF) | ((b & 0xF) << 4));
+                                y[i].qh[l] |= (uint8_t) (((a >> 4) << (2 * c)) | ((b >> 4) << (2 * c + 1)));
+                        }
         }
 }
 
@@ -260,6 +290,30 @@ void ggml_quantize_q5_0(const float *x, GgmlBlockQ5_0 *y, size_t nb) {
                         y[i].qs[j] = (uint8_t) ((q0 & 0xF) | ((q1 & 0xF) << 4));
                         qh |= (uint32_t) (q0 >> 4) << j;
                         qh |= (uint32_t) (q1 >> 4) << (j + QK5_0 / 2);
+                }
+                memcpy(y[i].qh, &qh, sizeof(qh));
+        }
+}
+
+void ggml_quantize_q5_1(const float *x, GgmlBlockQ5_1 *y, size_t nb) {
+        for (size_t i = 0; i < nb; i++, x += QK5_1) {
+                float min = FLT_MAX, max = -FLT_MAX;
+                for (int j = 0; j < QK5_1; j++) {
+                        min = MIN(min, x[j]);
+                        max = MAX(max, x[j]);
+                }
+                const float d = (max - min) / 31, id = d != 0.0f ? 1.0f / d : 0.0f;
+                uint32_t qh = 0;
+                y[i].d = qd_fp32_to_fp16(d);
+                y[i].m = qd_fp32_to_fp16(min);
+                for (int j = 0; j < QK5_1 / 2; j++) {
+                        /* ggml: (uint8_t)((x - min)·id + 0.5), truncation; a 32 (rounding at
+                         * max) keeps only its low 5 bits, as there */
+                        float x0 = (x[j] - min) * id, x1 = (x[j + QK5_1 / 2] - min) * id;
+                        uint8_t q0 = (uint8_t) (int) (x0 + 0.5f), q1 = (uint8_t) (int) (x1 + 0.5f);
+                        y[i].qs[j] = (uint8_t) ((q0 & 0xF) | ((q1 & 0xF) << 4));
+                        qh |= (uint32_t) ((q0 >> 4) & 1) << j;
+                        qh |= (uint32_t) ((q1 >> 4) & 1) << (j + QK5_1 / 2);
                 }
                 memcpy(y[i].qh, &qh, sizeof(qh));
         }

@@ -1,4 +1,4 @@
-/* Quantizers for Q5_0, Q4_K and Q6_K (models/ggml-kquants.c), reached through ggml_quantize_row(). */
+/* Quantizers for Q5_0, Q5_1, Q4_K, Q5_K and Q6_K (models/ggml-kquants.c), reached through ggml_quantize_row(). */
 #pragma once
 
 #include <stddef.h>
@@ -20,3 +20,5 @@ static inline void ggml_q4_k_scale_min(int j, const uint8_t *q, uint8_t *d, uint
 void ggml_quantize_q4_k(const float *x, GgmlBlockQ4_K *y, size_t nb);
 void ggml_quantize_q6_k(const float *x, GgmlBlockQ6_K *y, size_t nb);
 void ggml_quantize_q5_0(const float *x, GgmlBlockQ5_0 *y, size_t nb);
+void ggml_quantize_q5_1(const float *x, GgmlBlockQ5_1 *y, size_t nb);
+void ggml_quantize_q5_k(const float *x, GgmlBlockQ5_K *y, size_t nb);

@@ -401,8 +401,14 @@ int ggml_quantize_row(uint32_t type, const float *src, void *dst, size_t n) {
         case GGML_TYPE_Q5_0:
                 ggml_quantize_q5_0(src, dst, nb);
                 return 0;
+        case GGML_TYPE_Q5_1:
+                ggml_quantize_q5_1(src, dst, nb);
+                return 0;
         case GGML_TYPE_Q4_K:
                 ggml_quantize_q4_k(src, dst, nb);
+                return 0;
+        case GGML_TYPE_Q5_K:
+                ggml_quantize_q5_k(src, dst, nb);
                 return 0;
         case GGML_TYPE_Q6_K:
                 ggml_quantize_q6_k(src, dst, nb);

@@ -4,7 +4,7 @@
  * A "row" is n consecutive elements; for block types n must be a multiple of the block size
  * (32 for Q8_0/Q4_0/Q4_1/Q5_0/Q5_1, 256 for Q4_K/Q5_K/Q6_K). All functions are thread-safe.
  * Q5_0, Q5_1 and Q5_K are supported because llama.cpp's Q4_K_M files of models whose rows are not
- * a multiple of 256 (SmolLM, Qwen2-0.5B) fall back to them; Q5_1/Q5_K are dequantized only. */
+ * a multiple of 256 (SmolLM, Qwen2-0.5B) fall back to them; quantd also writes Q5_1/Q5_K (the Q5_K_M mix). */
 #pragma once
 
 #include <stdbool.h>
@@ -125,7 +125,7 @@ uint16_t qd_fp32_to_bf16(float f);
 
 /* Dequantizes n elements of any supported type to f32. -EINVAL for a bad n or type. */
 int ggml_dequantize_row(uint32_t type, const void *src, float *dst, size_t n);
-/* Round-to-nearest quantization of n f32 values to F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K or
- * Q6_K — ggml's quantize_row_*_ref algorithms (the K-quants with their scale searches, see
- * ggml-kquants.c). -EOPNOTSUPP for Q5_1 and Q5_K, -EINVAL for a bad n. */
+/* Round-to-nearest quantization of n f32 values to F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+ * Q4_K, Q5_K or Q6_K — ggml's quantize_row_*_ref algorithms (the K-quants with their scale
+ * searches, see ggml-kquants.c). -EINVAL for a bad n. */
 int ggml_quantize_row(uint32_t type, const float *src, void *dst, size_t n);

@@ -60,15 +60,19 @@ static uint32_t ggml_of(QvkWeightType wt) {
                 return GGML_TYPE_Q6_K;
         case QVK_W_Q5_0:
                 return GGML_TYPE_Q5_0;
+        case QVK_W_Q5_K:
+                return GGML_TYPE_Q5_K;
+        case QVK_W_Q5_1:
+                return GGML_TYPE_Q5_1;
         default:
                 return GGML_TYPE_Q4_1;
         }
 }
 
 /* The device format of a weight for a variant: sources already in a block format no wider
- * than the variant's are used as they are; everything else is (re)quantized. Q4_K, Q6_K and
- * Q5_0 stay as stored in every variant, and in a file already quantized to 4 bits (keep8: a
- * K-quant mix such as Q4_K_M, or a Q4_0 / Q4_1 file) so does Q8_0, which its quantizer chose
+ * than the variant's are used as they are; everything else is (re)quantized. Q4_K, Q5_K, Q6_K,
+ * Q5_0 and Q5_1 stay as stored in every variant, and in a file already quantized to 4 bits (keep8:
+ * a K-quant mix such as Q4_K_M or Q5_K_M, or a Q4_0 / Q4_1 file) so does Q8_0, which its quantizer chose
  * (llama.cpp's output.weight): its int4 variant is the file's own mix (docs/QUANTIZATION.md). */
 static QvkWeightType target_type(const LlamaTensor *t, QdPrecision p, bool keep8) {
         if (t->ne0 % 32 != 0)
@@ -80,6 +84,10 @@ static QvkWeightType target_type(const LlamaTensor *t, QdPrecision p, bool keep8
                 return QVK_W_Q6_K;
         case GGML_TYPE_Q5_0:
                 return QVK_W_Q5_0;
+        case GGML_TYPE_Q5_K:
+                return QVK_W_Q5_K;
+        case GGML_TYPE_Q5_1:
+                return QVK_W_Q5_1;
         case GGML_TYPE_Q8_0:
                 return p == QD_PRECISION_INT4 && !keep8 ? QVK_W_Q4_0 : QVK_W_Q8_0;
         case GGML_TYPE_Q4_0:
@@ -93,8 +101,8 @@ static QvkWeightType target_type(const LlamaTensor *t, QdPrecision p, bool keep8
 
 /* Formats qvk_matmul_blocks() reads. */
 static bool rows_type(QvkWeightType wt) {
-        return wt == QVK_W_Q4_K || wt == QVK_W_Q6_K || wt == QVK_W_Q5_0 || wt == QVK_W_Q8_0 ||
-               wt == QVK_W_Q4_0 || wt == QVK_W_Q4_1;
+        return wt == QVK_W_Q4_K || wt == QVK_W_Q5_K || wt == QVK_W_Q6_K || wt == QVK_W_Q5_0 ||
+               wt == QVK_W_Q5_1 || wt == QVK_W_Q8_0 || wt == QVK_W_Q4_0 || wt == QVK_W_Q4_1;
 }
 
 /* One device matrix of the rows of n (<= 3) tensors with the same row length, in the first

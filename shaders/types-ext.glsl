@@ -2,12 +2,14 @@
 // by matvec_ext.comp and matmul_ext.comp. One format per variant:
 //   W_Q8_0, W_Q4_0, W_Q4_1, W_NF4  blocks of G elements (G = 32, 64, 128, a specialization
 //                                  constant with id G_ID): fp16 d [fp16 m] then qs bytes
-//   W_Q5_0                         ggml's Q5_0 (G = 32): fp16 d, 4 bytes qh (bit j: the 5th
-//                                  bit of element j), 16 qs bytes as Q4_0's; value d(q - 16)
+//   W_Q5_0, W_Q5_1                 ggml's Q5_0 / Q5_1 (G = 32): fp16 d [fp16 m], 4 bytes qh
+//                                  (bit j: the 5th bit of element j), 16 qs bytes as Q4_0's;
+//                                  value d(q - 16) / dq + m
 //   W_FP8, W_I8                    per row a 16-byte header (f32 scale, 12 zero bytes), then
 //                                  k code bytes (E4M3 / int8); row stride k + 16, k % 32 == 0
-//   W_Q4_K, W_Q6_K                 ggml's K-quant super-blocks of 256 (G = 256): 144 bytes
-//                                  (fp16 d, dmin, 12 bytes of 6-bit scales/mins, 128 qs) and 210
+//   W_Q4_K, W_Q5_K, W_Q6_K         ggml's K-quant super-blocks of 256 (G = 256): 144 bytes
+//                                  (fp16 d, dmin, 12 bytes of 6-bit scales/mins, 128 qs), 176
+//                                  bytes (the same with 32 qh bytes before the qs) and 210
 //                                  bytes (128 ql, 64 qh, 16 int8 scales, fp16 d)
 // Everything is read as 32-bit words and unpacked (blocks of 18/34/66/130 bytes are only 2-byte
 // aligned), so no variant needs 8/16-bit storage or fp16 arithmetic; arithmetic is fp32.
@@ -19,7 +21,8 @@
 // s < 16, else xb + s - 16. Units of a row: k/32, disjoint, covering the row. The K-quants'
 // units are 4-bit-style too (16 bytes of ql/qs, low nibbles 16 elements, high nibbles another
 // 16), each half with its own scale: Q4_K unit j (0..7) of a super-block is qs bytes 16j..16j+15,
-// elements 64(j/2) + 16(j%2) + i (scale 2(j/2)) and those + 32 (scale 2(j/2) + 1); Q6_K unit j
+// elements 64(j/2) + 16(j%2) + i (scale 2(j/2)) and those + 32 (scale 2(j/2) + 1), Q5_K's the
+// same with their 5th bits in qh bytes 16(j%2) + i at bits 2(j/2) and 2(j/2) + 1; Q6_K unit j
 // is ql bytes 16j.., elements 128(j/4) + 16(j%4) + i (scale 8(j/4) + j%4) and those + 64 (scale
 // + 4), their upper 2 bits in qh bytes 32(j/4) + 16(j%2) + i at bit 2(j%4/2) (and + 4).
 
@@ -34,13 +37,16 @@ layout(push_constant) uniform Push {
 
 layout(constant_id = G_ID) const uint G = 32;  // group size of the block formats
 
-#if defined(W_Q4_K) || defined(W_Q6_K)
+#if defined(W_Q4_K) || defined(W_Q5_K) || defined(W_Q6_K)
 #define KQUANT
 #endif
-#if defined(W_Q6_K) || defined(W_Q5_0)
+#if defined(W_Q5_0) || defined(W_Q5_1)
+#define Q5_BITS      // ggml's Q5_0 / Q5_1: 32 fifth bits after the header's scale(s)
+#endif
+#if defined(W_Q6_K) || defined(W_Q5_K) || defined(Q5_BITS)
 #define HIBITS       // a fifth/sixth bit per code, from separate bytes
 #endif
-#if defined(W_Q4_0) || defined(W_Q4_1) || defined(W_NF4) || defined(KQUANT) || defined(W_Q5_0)
+#if defined(W_Q4_0) || defined(W_Q4_1) || defined(W_NF4) || defined(KQUANT) || defined(Q5_BITS)
 #define NIBBLES
 #define UW 4u        // words per unit
 #else
@@ -49,8 +55,10 @@ layout(constant_id = G_ID) const uint G = 32;  // group size of the block format
 #if defined(W_FP8) || defined(W_I8)
 #define ROWSCALE
 #endif
-#if defined(W_Q5_0)
-#define HDR 6u       // header bytes of a block
+#if defined(W_Q5_1)
+#define HDR 8u       // header bytes of a block
+#elif defined(W_Q5_0)
+#define HDR 6u
 #elif defined(W_Q4_1)
 #define HDR 4u
 #else
@@ -58,6 +66,8 @@ layout(constant_id = G_ID) const uint G = 32;  // group size of the block format
 #endif
 #if defined(W_Q4_K)
 #define BLOCK_BYTES 144u
+#elif defined(W_Q5_K)
+#define BLOCK_BYTES 176u
 #elif defined(W_Q6_K)
 #define BLOCK_BYTES 210u
 #elif defined(NIBBLES)
@@ -126,7 +136,7 @@ void tables_init(uint tid) {
 #endif
 }
 
-#ifdef W_Q4_K
+#if defined(W_Q4_K) || defined(W_Q5_K)
 // Scale and min j (0..7) of a Q4_K super-block whose 12 packed bytes start at byte off (6 bits
 // each: j < 4 in the low bits of bytes j and j + 4, j >= 4 split over byte j + 4's nibbles and
 // the top 2 bits of bytes j - 4 and j).
@@ -144,8 +154,9 @@ void q4k_scale_min(uint off, uint j, out float sc, out float mn) {
 
 // Byte offset of unit u's first code byte in row `row`, the scales d and offsets mn of its low
 // (.x: slots 0-15) and high (.y: slots 16-31) halves (value of a code c: d*c + mn for Q4_0
-// (c = nibble, mn = -8d) / Q4_1 / Q4_K (mn = -dmin*min) / Q6_K (c = 6 bits, mn = -32d), d*c for
-// Q8_0 / I8, d*NF4[c], d*e4m3(c)); for Q6_K also the offset of its qh bytes and their shift.
+// (c = nibble, mn = -8d) / Q4_1 / Q4_K (mn = -dmin*min) / Q5_K, Q5_1, Q5_0 (c = 5 bits; Q5_0:
+// mn = -16d) / Q6_K (c = 6 bits, mn = -32d), d*c for Q8_0 / I8, d*NF4[c], d*e4m3(c)); for the
+// 5- and 6-bit formats also the offset of their high-bit bytes and (Q5_K, Q6_K) their shift.
 void unit_info(uint row, uint u, out uint qoff, out vec2 d, out vec2 mn, out uint hoff, out uint hsh) {
     mn = vec2(0.0);
     hoff = 0u;
@@ -153,14 +164,20 @@ void unit_info(uint row, uint u, out uint qoff, out vec2 d, out vec2 mn, out uin
 #if defined(KQUANT)
     uint b = u / 8u, j = u % 8u;
     uint off = (row * (pc.k / 256u) + b) * BLOCK_BYTES;
-#if defined(W_Q4_K)
+#if defined(W_Q4_K) || defined(W_Q5_K)
     float dd = unpackHalf2x16(w_rd16(off)).x, dm = unpackHalf2x16(w_rd16(off + 2u)).x;
     float s0, m0, s1, m1;
     q4k_scale_min(off + 4u, 2u * (j / 2u), s0, m0);
     q4k_scale_min(off + 4u, 2u * (j / 2u) + 1u, s1, m1);
     d = dd * vec2(s0, s1);
     mn = -dm * vec2(m0, m1);
+#if defined(W_Q5_K)
+    qoff = off + 48u + 16u * j;
+    hoff = off + 16u + 16u * (j % 2u);
+    hsh = 2u * (j / 2u);
+#else
     qoff = off + 16u + 16u * j;
+#endif
 #else
     float dd = unpackHalf2x16(w_rd16(off + 208u)).x;
     uint c = j / 4u, h = j % 4u;
@@ -188,6 +205,9 @@ void unit_info(uint row, uint u, out uint qoff, out vec2 d, out vec2 mn, out uin
 #elif defined(W_Q5_0)
     mn = -16.0 * d;
     hoff = off + 2u;
+#elif defined(W_Q5_1)
+    mn = vec2(unpackHalf2x16(w_rd16(off + 2u)).x);
+    hoff = off + 4u;
 #endif
     qoff = off + HDR + 4u * UW * j;
 #endif
@@ -195,7 +215,7 @@ void unit_info(uint row, uint u, out uint qoff, out vec2 d, out vec2 mn, out uin
 
 // Row elements of slots 0 and 16 of unit u.
 void unit_elems(uint u, out uint xa, out uint xb) {
-#if defined(W_Q4_K)
+#if defined(W_Q4_K) || defined(W_Q5_K)
     uint b = u / 8u, j = u % 8u;
     xa = 256u * b + 64u * (j / 2u) + 16u * (j % 2u);
     xb = xa + 32u;
@@ -252,8 +272,18 @@ vec4 dec_word(uint wd, float d) {
 }
 #endif
 
-#ifdef W_Q5_0
-// Q5_0's 32 qh bits at hoff as the hw word of dec_word() for qs word i: byte e gets the 5th
+// The hw argument of dec_word() from a word of hi-bit bytes and the unit's hsh: Q6_K's 2-bit
+// pairs shifted down; Q5_K's bits hsh (low nibbles) and hsh + 1 (high) moved to bits 0 and 4.
+uint hi_word(uint w, uint hsh) {
+#if defined(W_Q5_K)
+    return ((w >> hsh) & 0x01010101u) | (((w >> (hsh + 1u)) & 0x01010101u) << 4);
+#else
+    return w >> hsh;
+#endif
+}
+
+#ifdef Q5_BITS
+// Q5_0's / Q5_1's 32 qh bits at hoff as the hw word of dec_word() for qs word i: byte e gets the 5th
 // bit of element 4i + e in bit 0 and that of element 16 + 4i + e in bit 4.
 uint q5_hw(uint hoff, uint i) {
     uint qh = w_rd16(hoff) | (w_rd16(hoff + 2u) << 16), hw = 0u;
@@ -269,9 +299,9 @@ void load_unit(uint row, uint u, out vec4 wv[8]) {
     vec2 d, mn;
     unit_info(row, u, qoff, d, mn, hoff, hsh);
     w_words(qoff, UW, q);
-#if defined(W_Q6_K)
+#if defined(W_Q6_K) || defined(W_Q5_K)
     w_words(hoff, 4u, qh);
-#elif defined(W_Q5_0)
+#elif defined(Q5_BITS)
     for (uint i = 0u; i < 4u; i++)
         qh[i] = q5_hw(hoff, i);
 #else
@@ -280,7 +310,7 @@ void load_unit(uint row, uint u, out vec4 wv[8]) {
 #endif
 #ifdef NIBBLES
     for (uint i = 0u; i < 4u; i++)
-        dec_word(q[i], qh[i] >> hsh, d, mn, wv[i], wv[i + 4u]);
+        dec_word(q[i], hi_word(qh[i], hsh), d, mn, wv[i], wv[i + 4u]);
 #else
     for (uint i = 0u; i < 8u; i++)
         wv[i] = dec_word(q[i], d.x);
@@ -302,15 +332,15 @@ void load_quarter(uint row, uint u, uint qr, out float v[8]) {
     unit_info(row, u, qoff, d, mn, hoff, hsh);
 #ifdef NIBBLES
     w_words(qoff + 4u * qr, 1u, q);
-#if defined(W_Q6_K)
+#if defined(W_Q6_K) || defined(W_Q5_K)
     w_words(hoff + 4u * qr, 1u, qh);
-#elif defined(W_Q5_0)
+#elif defined(Q5_BITS)
     qh[0] = q5_hw(hoff, qr);
 #else
     qh[0] = 0u;
 #endif
     vec4 lo, hi;
-    dec_word(q[0], qh[0] >> hsh, d, mn, lo, hi);
+    dec_word(q[0], hi_word(qh[0], hsh), d, mn, lo, hi);
     v[0] = lo.x; v[1] = lo.y; v[2] = lo.z; v[3] = lo.w;
     v[4] = hi.x; v[5] = hi.y; v[6] = hi.z; v[7] = hi.w;
 #else

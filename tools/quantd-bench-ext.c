@@ -31,12 +31,15 @@ static const struct {
         [QVK_W_Q4_K] = { QD_QTYPE_INVALID, 256 },
         [QVK_W_Q6_K] = { QD_QTYPE_INVALID, 256 },
         [QVK_W_Q5_0] = { QD_QTYPE_INVALID, 32 },
+        [QVK_W_Q5_K] = { QD_QTYPE_INVALID, 256 },
+        [QVK_W_Q5_1] = { QD_QTYPE_INVALID, 32 },
 };
 
-/* ggml's type number of a K-quant format (or Q5_0), 0 for the others. */
+/* ggml's type number of a K-quant format (or Q5_0 / Q5_1), 0 for the others. */
 static uint32_t kquant(QvkWeightType t) {
         return t == QVK_W_Q4_K ? GGML_TYPE_Q4_K : t == QVK_W_Q6_K ? GGML_TYPE_Q6_K :
-               t == QVK_W_Q5_0 ? GGML_TYPE_Q5_0 : 0;
+               t == QVK_W_Q5_0 ? GGML_TYPE_Q5_0 : t == QVK_W_Q5_K ? GGML_TYPE_Q5_K :
+               t == QVK_W_Q5_1 ? GGML_TYPE_Q5_1 : 0;
 }
 
 bool bench_ext_type(QvkWeightType t) {

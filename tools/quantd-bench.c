@@ -229,7 +229,8 @@ static int check_one(QvkDevice *d, QvkWeightType wt, bool x_f16, Shape s, bool b
         return 0;
 }
 
-static int run_check(QvkDevice *d) {
+/* wt_only >= 0: that weight type's checks alone. */
+static int run_check(QvkDevice *d, int wt_only) {
         static const Shape shapes[] = {
                 { 37, 96, 1 }, { 37, 96, 3 }, { 37, 96, 8 }, { 37, 96, 17 },
                 { 1, 32, 1 }, { 130, 256, 2 }, { 67, 160, 65 }, { 300, 512, 1 },
@@ -245,7 +246,7 @@ static int run_check(QvkDevice *d) {
                 { 37, 384, 1 }, { 37, 384, 3 }, { 37, 384, 8 }, { 37, 384, 9 }, { 67, 640, 67 },
                 { 45, 192, 3 }, { 1, 128, 1 }, { 130, 384, 2 },
         };
-        static const Shape kq_k[] = {  /* Q4_K, Q6_K, Q5_0 only: k = 2, 3, 5 super-blocks of 256
+        static const Shape kq_k[] = {  /* the ggml block types only: k = 2, 3, 5 super-blocks of 256
                                           (the base shapes add k = 256 .. 8448) */
                 { 37, 768, 1 }, { 37, 768, 3 }, { 37, 768, 8 }, { 37, 768, 9 }, { 67, 512, 67 },
                 { 1, 256, 1 }, { 130, 1280, 17 },
@@ -256,7 +257,7 @@ static int run_check(QvkDevice *d) {
         printf("%-28s %-5s %-4s %6s %6s %4s %10s %8s %s\n", "kernel", "wtype", "act", "m", "k", "n",
                "error", "bound", "result");
         for (QvkWeightType wt = 0; wt < _QVK_W_MAX; wt++)
-                for (int f16 = 0; f16 < 2; f16++)
+                for (int f16 = 0; f16 < 2 && (wt_only < 0 || (int) wt == wt_only); f16++)
                         for (size_t i = 0; i < n_group + ELEMENTSOF(kq_k); i++) {
                                 Shape s = i < ELEMENTSOF(shapes) ? shapes[i] :
                                           i < n_base ? odd_k[i - ELEMENTSOF(shapes)] :
@@ -269,7 +270,8 @@ static int run_check(QvkDevice *d) {
                                         continue;
                                 if (i >= n_base && !bench_ext_type(wt))
                                         continue;
-                                if (i >= n_group && wt != QVK_W_Q4_K && wt != QVK_W_Q6_K && wt != QVK_W_Q5_0)
+                                if (i >= n_group && wt != QVK_W_Q4_K && wt != QVK_W_Q5_K && wt != QVK_W_Q6_K &&
+                                    wt != QVK_W_Q5_0 && wt != QVK_W_Q5_1)
                                         continue;
                                 if (bench_ext_type(wt) && s.k % bench_ext_group(wt))
                                         continue;  /* the extended formats: k a multiple of the group */
@@ -296,13 +298,15 @@ static int run_check(QvkDevice *d) {
                         }
         /* W as row blocks in two formats (qvk_matmul_blocks), the GGUF block types through the
          * extended shaders (G = 32): matrix-vector, batched and matrix-matrix. */
-        static const QvkWeightType rows_types[] = { QVK_W_Q8_0, QVK_W_Q4_0, QVK_W_Q4_1, QVK_W_Q5_0,
-                                                    QVK_W_Q4_K, QVK_W_Q6_K };
+        static const QvkWeightType rows_types[] = { QVK_W_Q8_0, QVK_W_Q4_0, QVK_W_Q4_1, QVK_W_Q5_0, QVK_W_Q5_1,
+                                                    QVK_W_Q4_K, QVK_W_Q5_K, QVK_W_Q6_K };
         static const Shape rows_shapes[] = { { 37, 512, 1 }, { 70, 768, 5 }, { 67, 512, 13 } };
         for (size_t t = 0; t < ELEMENTSOF(rows_types); t++)
                 for (size_t i = 0; i < ELEMENTSOF(rows_shapes); i++) {
                         QvkWeightType wt = rows_types[t];
                         Shape s = rows_shapes[i];
+                        if (wt_only >= 0 && (int) wt != wt_only)
+                                continue;
                         double err = NAN, bound = 0;
                         bool f16 = i == 1, ok;
                         int r = check_one(d, wt, f16, s, true, &err, &bound);
@@ -551,10 +555,11 @@ static void help(void) {
                "                     (sets QUANTD_VK_DISABLE_<WHAT>=1); repeatable\n"
                "  --small            benchmark small shapes only (smoke test)\n"
                "  --shape MxKxN      benchmark this shape (repeatable; default: Llama-3-8B's)\n"
-               "  --wtype T          benchmark weight type T only (f32 f16 q8_0 q4_0 q4_1, and the\n"
+               "  --wtype T          benchmark (or --check) weight type T only (f32 f16 q8_0\n"
+               "                     q4_0 q4_1, and the\n"
                "                     extended q8_0_g64 q8_0_g128 q4_0_g64 q4_0_g128 q4_1_g64\n"
                "                     q4_1_g128 nf4_g32 nf4_g64 nf4_g128 fp8_row i8_row, ggml's\n"
-               "                     q4_k q6_k q5_0, and the repacked upload layouts q8_0r q4_0r\n"
+               "                     q4_k q5_k q6_k q5_0 q5_1, and the repacked upload layouts q8_0r q4_0r\n"
                "                     q4_1r)\n"
                "  --json             benchmark results as JSON\n"
                "  --q8               int-dot kernels alone, activations quantized beforehand\n"
@@ -683,7 +688,7 @@ int main(int argc, char *argv[]) {
                 (unsigned long long) seed);
         rng_state = seed;
 
-        r = check ? run_check(d) : run_bench(d, json, small, only, n_only, wt_only);
+        r = check ? run_check(d, wt_only) : run_bench(d, json, small, only, n_only, wt_only);
         d = qvk_device_free(d);
         if (qvk_validation_messages() > 0) {
                 fprintf(stderr, "%u Vulkan validation messages, last: %s\n", qvk_validation_messages(),

@@ -1,5 +1,5 @@
 /* quantd-quantize: quantizes a GGUF model to Q8_0/Q4_0/Q4_1 (RTN, clipped RTN, GPTQ, AWQ) or to
- * llama.cpp's K-quant mixes (Q4_K_M, Q4_K, Q6_K), or evaluates one (perplexity, KL divergence and top-1 against a reference, per-tensor SQNR). */
+ * llama.cpp's K-quant mixes (Q4_K_M, Q5_K_M, Q4_K, Q6_K), or evaluates one (perplexity, KL divergence and top-1 against a reference, per-tensor SQNR). */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -12,7 +12,7 @@
 #include "ggml-types.h"
 
 static void usage(FILE *f) {
-        fputs("Usage: quantd-quantize IN.gguf OUT.gguf --type q8_0|q4_0|q4_1|q4_k_m|q4_k|q6_k\n"
+        fputs("Usage: quantd-quantize IN.gguf OUT.gguf --type q8_0|q4_0|q4_1|q4_k_m|q5_k_m|q4_k|q6_k\n"
               "                       [--method rtn|rtn-clip|gptq|awq] [--calib FILE | --calib-random SEED]\n"
               "                       [--samples N] [--ctx L] [--device cpu|vulkan[:SELECT]]\n"
               "                       [--threads N] [--damp F] [--no-act-order] [--gptq-minmax]\n"
@@ -165,7 +165,7 @@ int main(int argc, char **argv) {
                         qo.kmix = qd_kmix_from_string(optarg);
                         qo.type = qo.kmix != QD_KMIX_NONE ? QD_QTYPE_Q4_0 : qd_quant_type_from_string(optarg);
                         if (qo.type != QD_QTYPE_Q8_0 && qo.type != QD_QTYPE_Q4_0 && qo.type != QD_QTYPE_Q4_1) {
-                                fprintf(stderr, "Unsupported --type '%s' (q8_0, q4_0, q4_1, q4_k_m, q4_k, q6_k)\n",
+                                fprintf(stderr, "Unsupported --type '%s' (q8_0, q4_0, q4_1, q4_k_m, q5_k_m, q4_k, q6_k)\n",
                                         optarg);
                                 return 2;
                         }

@@ -1,6 +1,6 @@
 /* Matrix products for the extended weight formats (vk.h, docs/QUANTIZATION.md): Q8_0/Q4_0/Q4_1
  * with groups of 64/128, NF4 (g = 32/64/128), FP8 E4M3 and INT8 with one f32 scale per row, and
- * ggml's Q4_K / Q6_K (super-blocks of 256) and Q5_0.
+ * ggml's Q4_K / Q5_K / Q6_K (super-blocks of 256), Q5_0 and Q5_1.
  * Matrix-vector for n <= 8 (one pass over W for all columns) and a tiled matrix-matrix kernel
  * above, both dequantizing in registers with fp32 sums (shaders/{matvec,matmul}_ext.comp); on
  * cooperative-matrix devices n > 8 runs on an fp16 copy of W (dequant_ext.comp) and the F16
@@ -40,6 +40,8 @@ static const struct {
         [QVK_W_Q4_K] = { "q4_k", "q4_k", 256, 144 },
         [QVK_W_Q6_K] = { "q6_k", "q6_k", 256, 210 },
         [QVK_W_Q5_0] = { "q5_0", "q5_0", 32, 22 },
+        [QVK_W_Q5_K] = { "q5_k", "q5_k", 256, 176 },
+        [QVK_W_Q5_1] = { "q5_1", "q5_1", 32, 24 },
 };
 
 /* The GGUF block types of vk-matmul.c, read by the same shaders with G = 32 where a row block of
@@ -109,7 +111,7 @@ uint64_t qvk_ext_row_bytes(QvkWeightType t, uint32_t k) {
  * invocations (H100, 14336 × 4096 and 4096 × 14336, n = 1: 35.6 / 37.9 µs for Q4_K and 49.4 /
  * 51.7 for Q6_K against 36.6 / 38.1 and 53.5 / 52.5 at 128; 256 and 512 were slower). */
 static void ext_matvec_shape(QvkWeightType wt, uint32_t *ret_wg, uint32_t *ret_rows) {
-        uint32_t def = wt == QVK_W_Q4_K || wt == QVK_W_Q6_K ? 64 : 128;
+        uint32_t def = wt == QVK_W_Q4_K || wt == QVK_W_Q5_K || wt == QVK_W_Q6_K ? 64 : 128;
         uint32_t wg = qvk_env_u32("QUANTD_VK_MATVEC_EXT_WG", def, 1024);
 
         *ret_wg = wg & (wg - 1) ? def : wg;

@@ -155,6 +155,9 @@ typedef enum QvkWeightType {
         QVK_W_Q4_K,                 /* 144-byte blocks of 256: fp16 d, dmin, 6-bit scales/mins, nibbles */
         QVK_W_Q6_K,                 /* 210-byte blocks of 256: 4+2-bit codes, int8 scales, fp16 d */
         QVK_W_Q5_0,                 /* 22-byte blocks of 32: fp16 d, 32 fifth bits, nibbles (x - 16) */
+        /* Q5_K and its stand-in Q5_1: the tensors of llama.cpp's Q5_K_M files. */
+        QVK_W_Q5_K,                 /* 176-byte blocks of 256: Q4_K's header, 32 bytes of fifth bits, nibbles */
+        QVK_W_Q5_1,                 /* 24-byte blocks of 32: fp16 d, fp16 m, 32 fifth bits, nibbles */
         /* Q8_0 / Q4_0 / Q4_1 repacked at upload (vulkan/vk-repack.c, docs/QUANTIZATION.md): each
          * row holds first the quant bytes of its k/32 blocks (32 or 16 per block, in the GGUF
          * block's order), then the blocks' fp16 scales (Q4_1: scale and min pairs), padded to a

@@ -15,6 +15,7 @@ static const char *const mix_names[_QD_KMIX_MAX] = {
         [QD_KMIX_Q4_K_M] = "q4_k_m",
         [QD_KMIX_Q4_K] = "q4_k",
         [QD_KMIX_Q6_K] = "q6_k",
+        [QD_KMIX_Q5_K_M] = "q5_k_m",
 };
 
 const char *qd_kmix_to_string(QdKMix m) {
@@ -29,8 +30,9 @@ QdKMix qd_kmix_from_string(const char *s) {
 }
 
 uint32_t qd_kmix_file_type(QdKMix m) {
-        /* LLAMA_FTYPE_MOSTLY_Q4_K_M 15, _Q4_K_S 14 (what llama-quantize --pure Q4_K_S writes), _Q6_K 18 */
-        return m == QD_KMIX_Q4_K_M ? 15 : m == QD_KMIX_Q4_K ? 14 : m == QD_KMIX_Q6_K ? 18 : 0;
+        /* LLAMA_FTYPE_MOSTLY_Q4_K_M 15, _Q4_K_S 14 (what llama-quantize --pure Q4_K_S writes), _Q6_K 18,
+         * _Q5_K_M 17 */
+        return m == QD_KMIX_Q4_K_M ? 15 : m == QD_KMIX_Q4_K ? 14 : m == QD_KMIX_Q6_K ? 18 : m == QD_KMIX_Q5_K_M ? 17 : 0;
 }
 
 bool qd_kmix_more_bits(uint32_t layer, uint32_t n_layer) {
@@ -46,11 +48,12 @@ int qd_kmix_tensor_type(QdKMix m, const char *name, uint64_t ne0, uint32_t n_lay
 
         if (m <= QD_KMIX_NONE || m >= _QD_KMIX_MAX || !name || !ret_type || ne0 == 0)
                 return -EINVAL;
-        t = m == QD_KMIX_Q6_K ? GGML_TYPE_Q6_K : GGML_TYPE_Q4_K;
+        bool km = m == QD_KMIX_Q4_K_M || m == QD_KMIX_Q5_K_M;  /* the _M mixes */
+        t = m == QD_KMIX_Q6_K ? GGML_TYPE_Q6_K : m == QD_KMIX_Q5_K_M ? GGML_TYPE_Q5_K : GGML_TYPE_Q4_K;
         if (streq(name, "output.weight")) {
-                if (m == QD_KMIX_Q4_K_M)
+                if (km)
                         t = GGML_TYPE_Q6_K;
-        } else if (m == QD_KMIX_Q4_K_M && sscanf(name, "blk.%u.%n", &layer, &off) == 1 && off > 0 &&
+        } else if (km && sscanf(name, "blk.%u.%n", &layer, &off) == 1 && off > 0 &&
                    (streq(name + off, "attn_v.weight") || streq(name + off, "ffn_down.weight")) &&
                    layer < n_layer && qd_kmix_more_bits(layer, n_layer))
                 t = GGML_TYPE_Q6_K;
@@ -60,7 +63,7 @@ int qd_kmix_tensor_type(QdKMix m, const char *name, uint64_t ne0, uint32_t n_lay
                 if (streq(name, "output.weight"))
                         t = GGML_TYPE_Q8_0;
                 else
-                        t = t == GGML_TYPE_Q4_K ? GGML_TYPE_Q5_0 : GGML_TYPE_Q8_0;
+                        t = t == GGML_TYPE_Q4_K ? GGML_TYPE_Q5_0 : t == GGML_TYPE_Q5_K ? GGML_TYPE_Q5_1 : GGML_TYPE_Q8_0;
                 if (ne0 % 32 != 0)
                         return -EINVAL;
         }

@@ -48,20 +48,22 @@ int qd_quant_row_size(QdQuantType t, unsigned group_size, size_t n, size_t *ret)
 /* llama.cpp's K-quant file types (models/quant/quant-kmix.c): the ggml type llama-quantize gives
  * each 2-D weight. Q4_K_M: Q6_K for output.weight and for attn_v / ffn_down in the layers
  * qd_kmix_more_bits() picks, Q4_K elsewhere; Q4_K: Q4_K everywhere (llama-quantize --pure);
- * Q6_K: Q6_K everywhere. A row that is not a multiple of 256 falls back as llama.cpp does: Q4_K
- * to Q5_0, Q6_K to Q8_0, output.weight to Q8_0. token_embd.weight is the caller's choice. */
+ * Q6_K: Q6_K everywhere; Q5_K_M: as Q4_K_M with Q5_K for Q4_K. A row that is not a multiple of
+ * 256 falls back as llama.cpp does: Q4_K to Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, output.weight to
+ * Q8_0. token_embd.weight is the caller's choice. */
 typedef enum QdKMix {
         QD_KMIX_NONE,
         QD_KMIX_Q4_K_M,
         QD_KMIX_Q4_K,
         QD_KMIX_Q6_K,
+        QD_KMIX_Q5_K_M,
         _QD_KMIX_MAX,
 } QdKMix;
 
-const char *qd_kmix_to_string(QdKMix m);  /* "q4_k_m", "q4_k", "q6_k"; NULL for NONE */
+const char *qd_kmix_to_string(QdKMix m);  /* "q4_k_m", "q4_k", "q6_k", "q5_k_m"; NULL for NONE */
 QdKMix qd_kmix_from_string(const char *s); /* case-insensitive; QD_KMIX_NONE if unknown */
 /* llama.cpp's general.file_type for the mix (LLAMA_FTYPE_MOSTLY_Q4_K_M = 15, Q4_K_S = 14,
- * Q6_K = 18). */
+ * Q6_K = 18, Q5_K_M = 17). */
 uint32_t qd_kmix_file_type(QdKMix m);
 /* use_more_bits(): layer < n/8, layer >= 7n/8, or (layer − n/8) % 3 == 2. */
 bool qd_kmix_more_bits(uint32_t layer, uint32_t n_layer);

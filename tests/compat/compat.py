@@ -7,10 +7,10 @@
 #   tokenize        the same ids from quantd's tokenizer and llama_tokenize() for texts
 #   greedy-f16      64 greedy tokens from each prompt: llama.cpp = quantd's CPU reference =
 #                   quantd's Vulkan engine at fp16
-#   llama-TYPE      llama.cpp's quantizer makes TYPE (q8_0, q4_0, q4_k_m) from the F16 model:
+#   llama-TYPE      llama.cpp's quantizer makes TYPE (q8_0, q4_0, q4_k_m, q5_k_m) from the F16 model:
 #                   quantd-quantize makes the same bytes for every tensor both quantize; quantd
 #                   loads the file and its greedy tokens are llama.cpp's on it
-#   quantd-VARIANT  quantd-quantize makes VARIANT (q8_0, q4_0, q4_1, q4_k_m, q4_0-gptq):
+#   quantd-VARIANT  quantd-quantize makes VARIANT (q8_0, q4_0, q4_1, q4_k_m, q5_k_m, q4_0-gptq):
 #                   llama.cpp loads it, generates the tokens quantd does, and its perplexity on
 #                   held-out text is quantd's evaluator's within PPL_TOLERANCE
 # Environment (set by tests/compat/meson.build): LLAMA_REF, QUANTD_REF, QUANTD_QUANTIZE,
@@ -234,8 +234,8 @@ def test_greedy_f16(tools, tmp):
 # The Vulkan variant that holds each of llama.cpp's files without changing a weight: Q8_0 and
 # Q8_0 blocks are used as they are by the int8 variant; a Q4_0 file and a K-quant mix run as
 # stored in the variant picked at load (int4: Q4_0, Q5_0, Q4_K and Q6_K blocks on their own
-# kernels, the Q8_0 tensors their quantizer chose kept).
-LOSSLESS_PRECISION = {"q8_0": "int8", "q4_0": "file", "q4_k_m": "file"}
+# kernels, the Q8_0 tensors their quantizer chose kept; Q5_K_M at int8: Q5_1, Q5_K, Q6_K, Q8_0).
+LOSSLESS_PRECISION = {"q8_0": "int8", "q4_0": "file", "q4_k_m": "file", "q5_k_m": "file"}
 
 
 def test_llama_quant(tools, tmp, qtype):
@@ -271,6 +271,7 @@ QUANTD_VARIANTS = {
         "q4_0": ["--type", "q4_0"],
         "q4_1": ["--type", "q4_1"],
         "q4_k_m": ["--type", "q4_k_m"],
+        "q5_k_m": ["--type", "q5_k_m"],
         # GPTQ on a short built-in calibration sample (quality is not the point here).
         "q4_0-gptq": ["--type", "q4_0", "--method", "gptq", "--samples", "2", "--ctx", "64", "--gptq-minmax"],
 }

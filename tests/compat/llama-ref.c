@@ -8,7 +8,7 @@
  *                                              FILE gets the f32 logits they were chosen from
  *   llama-ref logits MODEL PROMPT              logits after the prompt (JSON array)
  *   llama-ref ppl MODEL TEXTFILE [CTX [MAX_WINDOWS]]  perplexity, llama-perplexity's protocol (JSON)
- *   llama-ref quantize IN OUT q8_0|q4_0|q4_1|q4_k_m   llama_model_quantize() with its defaults
+ *   llama-ref quantize IN OUT q8_0|q4_0|q4_1|q4_k_m|q5_k_m   llama_model_quantize() with its defaults
  *
  * $LLAMA_REF_VERBOSE=1 shows llama.cpp's log; $LLAMA_CPP_LIBDIR overrides where the CPU backends
  * are looked for. */
@@ -265,6 +265,7 @@ static int cmd_quantize(const char *in, const char *out, const char *type) {
                 { "q4_0", LLAMA_FTYPE_MOSTLY_Q4_0 },
                 { "q4_1", LLAMA_FTYPE_MOSTLY_Q4_1 },
                 { "q4_k_m", LLAMA_FTYPE_MOSTLY_Q4_K_M },
+                { "q5_k_m", LLAMA_FTYPE_MOSTLY_Q5_K_M },
         };
         llama_model_quantize_params p = llama_model_quantize_default_params();
         p.nthread = 2;
@@ -277,7 +278,7 @@ static int cmd_quantize(const char *in, const char *out, const char *type) {
                         }
                         return 0;
                 }
-        fprintf(stderr, "llama-ref: unknown type '%s' (q8_0, q4_0, q4_1, q4_k_m)\n", type);
+        fprintf(stderr, "llama-ref: unknown type '%s' (q8_0, q4_0, q4_1, q4_k_m, q5_k_m)\n", type);
         return 2;
 }
 
@@ -302,7 +303,7 @@ static int usage(void) {
               "       llama-ref greedy [--logits FILE] MODEL N PROMPT...\n"
               "       llama-ref logits MODEL PROMPT\n"
               "       llama-ref ppl MODEL TEXTFILE [CTX [MAX_WINDOWS]]\n"
-              "       llama-ref quantize IN OUT q8_0|q4_0|q4_1|q4_k_m\n", stderr);
+              "       llama-ref quantize IN OUT q8_0|q4_0|q4_1|q4_k_m|q5_k_m\n", stderr);
         return 2;
 }
 

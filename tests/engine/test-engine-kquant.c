@@ -1,6 +1,6 @@
 /* K-quant mixes on the Vulkan device, run as stored: random fixtures quantized to llama.cpp's
- * Q4_K_M mix (Q4_K, Q6_K in attn_v / ffn_down of some layers and the output head, and where rows
- * are not whole super-blocks the fallbacks Q5_0 / Q8_0) give the CPU reference's logits (which
+ * Q4_K_M and Q5_K_M mixes (Q4_K / Q5_K, Q6_K in attn_v / ffn_down of some layers and the output
+ * head, and where rows are not whole super-blocks the fallbacks Q5_0 / Q5_1 and Q8_0) give the CPU reference's logits (which
  * dequantizes the same bits) after a prompt and decode steps, with Q/K/V fused from row blocks of
  * different formats, and batched decode steps those of stepping alone; and the bundled model quantized the same way gives the CPU reference's
  * greedy tokens. */
@@ -36,8 +36,8 @@ static void expect(bool ok, const char *what, double v, double bound) {
                 failures++;
 }
 
-static int quantize_q4_k_m(const char *in, const char *out) {
-        QdQuantizeOptions o = { .kmix = QD_KMIX_Q4_K_M, .method = QD_QUANTIZE_RTN, .n_threads = 2 };
+static int quantize_mix(QdKMix mix, const char *in, const char *out) {
+        QdQuantizeOptions o = { .kmix = mix, .method = QD_QUANTIZE_RTN, .n_threads = 2 };
         _cleanup_free_ char *err = NULL;
         int r = qd_quantize_file(in, out, &o, &err);
 
@@ -59,12 +59,13 @@ static void count_types(const char *path, unsigned counts[static _GGML_TYPE_MAX]
                         counts[t->type]++;
         }
         gguf_close(g);
-        printf("  tensors: Q4_K %u, Q6_K %u, Q5_0 %u, Q8_0 %u, F16 %u\n", counts[GGML_TYPE_Q4_K],
-               counts[GGML_TYPE_Q6_K], counts[GGML_TYPE_Q5_0], counts[GGML_TYPE_Q8_0], counts[GGML_TYPE_F16]);
+        printf("  tensors: Q4_K %u, Q5_K %u, Q6_K %u, Q5_0 %u, Q5_1 %u, Q8_0 %u, F16 %u\n",
+               counts[GGML_TYPE_Q4_K], counts[GGML_TYPE_Q5_K], counts[GGML_TYPE_Q6_K], counts[GGML_TYPE_Q5_0],
+               counts[GGML_TYPE_Q5_1], counts[GGML_TYPE_Q8_0], counts[GGML_TYPE_F16]);
 }
 
 /* Prompt and decode logits of the device's default variant against the CPU reference. */
-static void compare(QdEngine *cpu, QdEngine *gpu, const char *path, uint32_t V, uint64_t seed) {
+static void compare(QdEngine *cpu, QdEngine *gpu, const char *path, QdPrecision want, uint32_t V, uint64_t seed) {
         _cleanup_(qd_model_freep) QdModel *mc = NULL, *mg = NULL;
         _cleanup_(qd_sequence_freep) QdSequence *sc = NULL, *sg = NULL;
         int32_t tok[N_PROMPT + N_DECODE];
@@ -74,8 +75,8 @@ static void compare(QdEngine *cpu, QdEngine *gpu, const char *path, uint32_t V, 
                 tok[i] = fixture_rand(&seed) % V;
         assert(qd_model_load(cpu, path, &mc) == 0);
         assert(qd_model_load(gpu, path, &mg) == 0);
-        /* the mix's label: int4, its tensors as stored */
-        assert(qd_model_get_precision(mg) == QD_PRECISION_INT4);
+        /* the mix's label (int4 for Q4_K_M, int8 for Q5_K_M), its tensors as stored */
+        assert(qd_model_get_precision(mg) == want);
         assert(qd_sequence_new(mc, 64, &sc) == 0);
         assert(qd_sequence_new(mg, 64, &sg) == 0);
         assert(qd_sequence_prefill(sc, tok, N_PROMPT) == 0);
@@ -170,31 +171,44 @@ int main(void) {
                 { .arch = "qwen2", .n_vocab = 97, .n_embd = 160, .n_layer = 2, .n_head = 5,
                   .n_head_kv = 1, .n_ff = 256, .seed = 32 },
         };
-        for (size_t s = 0; s < ELEMENTSOF(specs); s++) {
-                _cleanup_free_ char *f16 = NULL, *q = NULL;
-                specs[s].wtype = GGML_TYPE_F16;
-                assert(asprintf(&f16, "%s/f%zu.gguf", dir, s) > 0);
-                assert(asprintf(&q, "%s/q%zu.gguf", dir, s) > 0);
-                assert(fixture_write(&specs[s], f16) == 0);
-                assert(quantize_q4_k_m(f16, q) == 0);
-                printf("%s E=%u ff=%u Q4_K_M:\n", specs[s].arch, specs[s].n_embd, specs[s].n_ff);
-                count_types(q, counts);
-                assert(counts[GGML_TYPE_Q4_K] > 0 && counts[GGML_TYPE_Q6_K] > 0);
-                if (specs[s].n_embd % 256)
-                        assert(counts[GGML_TYPE_Q5_0] > 0 && counts[GGML_TYPE_Q8_0] > 0);
-                compare(cpu, gpu, q, specs[s].n_vocab, 600 + s);
-                check_batch(gpu, q, specs[s].n_vocab, 700 + s);
-        }
+        /* Q4_K_M: Q4_K and its fallback Q5_0; Q5_K_M: Q5_K and its fallback Q5_1 (int8 variant). */
+        static const struct {
+                QdKMix mix;
+                const char *name;
+                GgmlType base, fallback;
+                QdPrecision precision;
+        } mixes[] = {
+                { QD_KMIX_Q4_K_M, "Q4_K_M", GGML_TYPE_Q4_K, GGML_TYPE_Q5_0, QD_PRECISION_INT4 },
+                { QD_KMIX_Q5_K_M, "Q5_K_M", GGML_TYPE_Q5_K, GGML_TYPE_Q5_1, QD_PRECISION_INT8 },
+        };
+        for (size_t x = 0; x < ELEMENTSOF(mixes); x++)
+                for (size_t s = 0; s < ELEMENTSOF(specs); s++) {
+                        _cleanup_free_ char *f16 = NULL, *q = NULL;
+                        specs[s].wtype = GGML_TYPE_F16;
+                        assert(asprintf(&f16, "%s/f%zu.gguf", dir, s) > 0);
+                        assert(asprintf(&q, "%s/q%zu-%zu.gguf", dir, x, s) > 0);
+                        assert(fixture_write(&specs[s], f16) == 0);
+                        assert(quantize_mix(mixes[x].mix, f16, q) == 0);
+                        printf("%s E=%u ff=%u %s:\n", specs[s].arch, specs[s].n_embd, specs[s].n_ff, mixes[x].name);
+                        count_types(q, counts);
+                        assert(counts[mixes[x].base] > 0 && counts[GGML_TYPE_Q6_K] > 0);
+                        if (specs[s].n_embd % 256)
+                                assert(counts[mixes[x].fallback] > 0 && counts[GGML_TYPE_Q8_0] > 0);
+                        compare(cpu, gpu, q, mixes[x].precision, specs[s].n_vocab, 600 + s);
+                        check_batch(gpu, q, specs[s].n_vocab, 700 + s);
+                        unlink(q);
+                }
 
-        /* The bundled model as `quantd-quantize --type q4_k_m` writes it. */
-        _cleanup_free_ char *src = NULL, *q = NULL;
+        /* The bundled model as `quantd-quantize --type q4_k_m` / `q5_k_m` writes it. */
+        _cleanup_free_ char *src = NULL;
         assert(asprintf(&src, "%s/models/quantd-kjv.gguf", root ? root : ".") > 0);
-        assert(asprintf(&q, "%s/kjv-q4_k_m.gguf", dir) > 0);
-        if (access(src, R_OK) == 0) {
+        for (size_t x = 0; x < ELEMENTSOF(mixes) && access(src, R_OK) == 0; x++) {
+                _cleanup_free_ char *q = NULL;
                 int32_t a[N_GREEDY], b[N_GREEDY];
                 int same = 0;
-                assert(quantize_q4_k_m(src, q) == 0);
-                printf("bundled model, Q4_K_M:\n");
+                assert(asprintf(&q, "%s/kjv-%s.gguf", dir, mixes[x].name) > 0);
+                assert(quantize_mix(mixes[x].mix, src, q) == 0);
+                printf("bundled model, %s:\n", mixes[x].name);
                 count_types(q, counts);
                 assert(greedy(cpu, q, a) == 0);
                 assert(greedy(gpu, q, b) == 0);
@@ -206,7 +220,9 @@ int main(void) {
                                 printf("%d:%d/%d%s", i, a[i], b[i], i % 8 == 7 ? "\n" : " ");
                         failures++;
                 }
-        } else
+                unlink(q);
+        }
+        if (access(src, R_OK) != 0)
                 printf("no bundled model at %s: greedy check skipped\n", src);
 
         fixture_rmdir(dir);

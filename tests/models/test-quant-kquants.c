@@ -264,7 +264,23 @@ static void kmix(void) {
                 CHECK(t == GGML_TYPE_Q4_K);
                 CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q6_K, name, 384, n, &t));
                 CHECK(t == GGML_TYPE_Q8_0);
+                /* Q5_K_M: Q4_K_M's rules with Q5_K, falling back to Q5_1 */
+                CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q5_K_M, name, 512, n, &t));
+                CHECK(t == GGML_TYPE_Q5_K);
+                CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q5_K_M, name, 384, n, &t));
+                CHECK(t == GGML_TYPE_Q5_1);
+                snprintf(name, sizeof(name), "blk.%u.ffn_down.weight", l);
+                CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q5_K_M, name, 2048, n, &t));
+                CHECK(t == (more[l] ? GGML_TYPE_Q6_K : GGML_TYPE_Q5_K));
+                CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q5_K_M, name, 384, n, &t));
+                CHECK(t == (more[l] ? GGML_TYPE_Q8_0 : GGML_TYPE_Q5_1));
         }
+        CHECK(qd_kmix_from_string("Q5_K_M") == QD_KMIX_Q5_K_M && qd_kmix_file_type(QD_KMIX_Q5_K_M) == 17);
+        CHECK(streq(qd_kmix_to_string(QD_KMIX_Q5_K_M), "q5_k_m"));
+        CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q5_K_M, "output.weight", 512, n, &t));
+        CHECK(t == GGML_TYPE_Q6_K);
+        CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q5_K_M, "output.weight", 384, n, &t));
+        CHECK(t == GGML_TYPE_Q8_0);
         CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q4_K_M, "output.weight", 512, n, &t));
         CHECK(t == GGML_TYPE_Q6_K);
         CHECK_OK(qd_kmix_tensor_type(QD_KMIX_Q4_K_M, "output.weight", 384, n, &t));
@@ -290,11 +306,57 @@ static void threads(void) {
         CHECK_OK(qd_ggml_quantize_matrix(GGML_TYPE_Q4_K, x, ROWS, COLS, 4, b));
         CHECK(memcmp(a, b, ROWS * rb) == 0);
         CHECK(qd_ggml_quantize_matrix(GGML_TYPE_Q4_K, x, ROWS, 100, 1, b) == -EINVAL);
-        CHECK(qd_ggml_quantize_matrix(GGML_TYPE_Q5_1, x, ROWS, COLS, 1, b) == -EOPNOTSUPP);
+        CHECK(qd_ggml_quantize_matrix(GGML_TYPE_Q2_K, x, ROWS, COLS, 1, b) < 0);  /* not written */
+}
+
+/* Q5_K and Q5_1 (the Q5_K_M mix): every value within half a step of its sub-block's grid (plus
+ * the scale's rounding: Q5_K's 6-bit sub-scales, Q5_1's fp16 d and m), and Q5_K closer to x than
+ * Q4_K. */
+static void q5_rows(void) {
+        static float x[ROWS * COLS], y[ROWS * COLS], y4[ROWS * COLS];
+        static uint8_t q[ROWS * COLS];
+        size_t rb;
+
+        make_rows(x);
+        CHECK_OK(ggml_row_size(GGML_TYPE_Q5_K, COLS, &rb));
+        CHECK(rb == COLS / QK_K * 176);
+        CHECK_OK(qd_ggml_quantize_matrix(GGML_TYPE_Q5_K, x, ROWS, COLS, 2, q));
+        for (int r = 0; r < ROWS; r++)
+                CHECK_OK(ggml_dequantize_row(GGML_TYPE_Q5_K, q + r * rb, y + r * COLS, COLS));
+        for (int r = 20; r < ROWS; r++)
+                for (int c = 0; c < COLS; c++) {
+                        const GgmlBlockQ5_K *b = (const GgmlBlockQ5_K *) (q + r * rb) + c / QK_K;
+                        uint8_t sc, m;
+                        ggml_q4_k_scale_min(c % QK_K / 32, b->scales, &sc, &m);
+                        float step = qd_fp16_to_fp32(b->d) * sc, lo = -(qd_fp16_to_fp32(b->dmin) * m);
+                        check_nearest(x[r * COLS + c], y[r * COLS + c], step, lo, step * 31 + lo, 1e-4f);
+                }
+        CHECK_OK(qd_ggml_quantize_matrix(GGML_TYPE_Q4_K, x, ROWS, COLS, 2, q));
+        CHECK_OK(ggml_row_size(GGML_TYPE_Q4_K, COLS, &rb));
+        for (int r = 0; r < ROWS; r++)
+                CHECK_OK(ggml_dequantize_row(GGML_TYPE_Q4_K, q + r * rb, y4 + r * COLS, COLS));
+        double s5 = sqnr_db(x + 20 * COLS, y + 20 * COLS, (ROWS - 20) * COLS);
+        double s4 = sqnr_db(x + 20 * COLS, y4 + 20 * COLS, (ROWS - 20) * COLS);
+        printf("Q5_K %.1f dB, Q4_K %.1f dB\n", s5, s4);
+        CHECK(s5 > s4 + 4);
+
+        CHECK_OK(ggml_row_size(GGML_TYPE_Q5_1, COLS, &rb));
+        CHECK_OK(qd_ggml_quantize_matrix(GGML_TYPE_Q5_1, x, ROWS, COLS, 2, q));
+        for (int r = 0; r < ROWS; r++)
+                CHECK_OK(ggml_dequantize_row(GGML_TYPE_Q5_1, q + r * rb, y + r * COLS, COLS));
+        for (int r = 20; r < ROWS; r++)
+                for (int c = 0; c < COLS; c++) {
+                        const GgmlBlockQ5_1 *b = (const GgmlBlockQ5_1 *) (q + r * rb) + c / 32;
+                        float step = qd_fp16_to_fp32(b->d), lo = qd_fp16_to_fp32(b->m);
+                        /* codes from the unrounded d and min (as ggml): up to 32 · 2^-11 steps off */
+                        check_nearest(x[r * COLS + c], y[r * COLS + c], step, lo, step * 31 + lo,
+                                      32 * 0x1p-11f);
+                }
 }
 
 int main(void) {
         roundtrip_q4_k();
+        q5_rows();
         roundtrip_q6_k();
         roundtrip_q5_0();
         random_rows();
