@@ -19,10 +19,7 @@
 #include "ggml-types.h"
 #include "llama-vulkan-internal.h"
 #include "macro.h"
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkDevice *, qvk_device_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkBuffer *, qvk_buffer_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkCmd *, qvk_cmd_free);
+#include "vk-test.h"
 
 #define LAYERS 32u /* bench: caches cycled through, so that K/V come from memory as in a step */
 
@@ -37,10 +34,7 @@ static uint64_t rng;
 static bool prm_device; /* bench: the position in device memory instead of host-visible */
 
 static double urand(void) {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        return (double) (rng >> 11) / (double) (1ull << 53) * 2.0 - 1.0;
+        return vk_test_urand(&rng);
 }
 
 static float kv_round(bool f16, double x) {
@@ -390,17 +384,10 @@ int main(int argc, char **argv) {
                 { { 4, 2, 36, 70, 69, 0, false, true }, K_ROPE },         /* head 36: the scalar path */
         };
         bool do_bench = argc > 1 && streq(argv[1], "--bench");
-        const char *env = getenv("QUANTD_TEST_SEED");
         int r, failures = 0;
 
-        rng = env ? strtoull(env, NULL, 0) : (uint64_t) time(NULL) ^ 0x9e3779b97f4a7c15ull;
-        rng |= 1;
-        printf("seed %llu\n", (unsigned long long) rng);
-        r = qvk_device_new(NULL, NULL, &d);
-        if (r == -ENODEV) {
-                fprintf(stderr, "no Vulkan device, skipping\n");
-                return 77;
-        }
+        rng = vk_test_seed();
+        r = vk_test_device_new(&d);
         if (r < 0) {
                 fprintf(stderr, "device: %s\n", strerror(-r));
                 return 1;

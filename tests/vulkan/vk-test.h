@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "macro.h"
 #include "vk.h"
@@ -42,4 +43,23 @@ static inline int vk_test_device_new(QvkDevice **ret) {
                 exit(77);
         }
         return r;
+}
+
+/* A xorshift state for fresh random inputs: $QUANTD_TEST_SEED, else the clock; printed so that
+ * a failing run can be repeated. */
+static inline uint64_t vk_test_seed(void) {
+        const char *env = getenv("QUANTD_TEST_SEED");
+        uint64_t s = env ? strtoull(env, NULL, 0) : (uint64_t) time(NULL) ^ 0x9e3779b97f4a7c15ull;
+
+        s |= 1;
+        printf("seed %llu\n", (unsigned long long) s);
+        return s;
+}
+
+/* Uniform in [-1, 1). */
+static inline double vk_test_urand(uint64_t *s) {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        return (double) (*s >> 11) / (double) (1ull << 53) * 2.0 - 1.0;
 }
