@@ -111,23 +111,26 @@ static bool rows_type(QvkWeightType wt) {
  * block at an aligned offset) so that none is converted. */
 static VkTensor plan(const LlamaTensor *const *t, size_t n, QdPrecision p, const LlamaWeights *w, uint64_t *off) {
         bool mix = w->kquant_mix, keep8 = mix || w->file_type == GGML_TYPE_Q4_0 || w->file_type == GGML_TYPE_Q4_1;
-        VkTensor r = {
-                .wt = target_type(t[0], p, keep8),
-                .k = t[0]->ne0,
-        };
+        QvkWeightType wts[3];
         bool mixed = false, kq = true;
 
+        assert(n <= ELEMENTSOF(wts));
         for (size_t i = 0; i < n; i++) {
-                QvkWeightType wt = target_type(t[i], p, keep8);
-                r.m += t[i]->ne1;
-                mixed |= wt != r.wt;
-                kq &= rows_type(wt);
+                wts[i] = target_type(t[i], p, keep8);
+                mixed |= wts[i] != wts[0];
+                kq &= rows_type(wts[i]);
         }
+        VkTensor r = {
+                .wt = wts[0],
+                .k = t[0]->ne0,
+        };
+        for (size_t i = 0; i < n; i++)
+                r.m += t[i]->ne1;
         r.bytes = qvk_weight_row_bytes(r.wt, r.k) * r.m;
         if (mixed && kq) {
                 uint64_t b = 0;
                 for (size_t i = 0; i < n; i++) {
-                        QvkWeightType wt = target_type(t[i], p, keep8);
+                        QvkWeightType wt = wts[i];
                         if (r.n_seg == 0 || r.seg[r.n_seg - 1].wt != wt) {
                                 b = ALIGN_TO(b, ALIGN);
                                 r.seg[r.n_seg++] = (typeof(r.seg[0])) { .wt = wt, .off = b };
