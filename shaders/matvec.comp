@@ -3,7 +3,8 @@
 // y_c = W x_c for NC activation columns (1..8) at once, so W is read once: the decode step
 // and small batches. NR rows per workgroup; each invocation dequantizes 8-element units
 // (F32/F16, 16-byte loads where k % 8 == 0) or whole blocks (Q8_0/Q4_x) of the rows in
-// registers, strided by WG, then the workgroup reduces (reduce.glsl).
+// registers, strided by WG, then the workgroup reduces (reduce.glsl); -DGLU / -DNORM (-DQ8):
+// the decode step's epilogues (matvec-epi.glsl).
 #if defined(W_Q8_0) || defined(W_Q4_0) || defined(W_Q4_1)
 #define BLOCKWISE  // one whole block of 32 per invocation and step
 #if !defined(U32) && !defined(REPACK)
@@ -18,12 +19,11 @@ layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const uint NR = 2;
 layout(constant_id = 2) const uint NC = 1;
 
-layout(std430, binding = 2) writeonly buffer Y { float y[]; };
-
 #include "reduce.glsl"
+#include "matvec-epi.glsl"
 
 void main() {
-    uint row0 = (gl_WorkGroupID.x + gl_WorkGroupID.y * pc.gx) * NR;
+    uint row0 = epi_row0();
     uint tid = gl_LocalInvocationID.x;
     if (row0 >= pc.m)
         return;  // uniform across the workgroup
@@ -36,7 +36,7 @@ void main() {
         uint q[NR][8];
         float d[NR], mn[NR];
         for (uint r = 0u; r < NR; r++) {
-            uint row = min(row0 + r, pc.m - 1u);  // rows past m: computed, never stored
+            uint row = w_row(row0, r);
             load_block(row * nb + b, q[r], d[r], mn[r]);
         }
         for (uint c = 0u; c < NC; c++) {
@@ -77,7 +77,7 @@ void main() {
     for (uint u = tid; u < units; u += WG) {
         float wv[NR][8];
         for (uint r = 0u; r < NR; r++) {
-            uint row = min(row0 + r, pc.m - 1u);  // rows past m: computed, never stored
+            uint row = w_row(row0, r);
             load_w8(row, u, wv[r]);
         }
         for (uint c = 0u; c < NC; c++) {
@@ -94,10 +94,5 @@ void main() {
 
 #endif
 
-    float t = reduce_all(tid);
-    if (tid < NR * NC) {
-        uint r = tid / NC, c = tid % NC;
-        if (row0 + r < pc.m)
-            y[c * pc.m + row0 + r] = t;
-    }
+    epi_store(row0, tid, reduce_all(tid));
 }

@@ -3,7 +3,7 @@
 // Int-dot matrix-vector for Q8_0/Q4_0/Q4_1 weights with int8-quantized activations (from
 // quantize_act.comp or an op that writes them itself): each invocation takes whole blocks of
 // 32, eight packed 4 x int8 dot products per block, scaled by the weight and activation block
-// scales. NR rows and NC columns per workgroup; reduction as in matvec.comp.
+// scales. NR rows and NC columns per workgroup; reduction and epilogues as in matvec.comp.
 // Weight loads: a block starts at a byte offset that is 4-aligned or 2 past, so it is read as
 // aligned 32-bit words plus two 16-bit halves at its end (Q4_0 6 loads, Q8_0 10, Q4_1 5)
 // instead of one 16-bit load per pair of bytes (9 / 17 / 10); the _u32 variant (no 16-bit
@@ -18,9 +18,8 @@ layout(constant_id = 2) const uint NC = 1;
 
 layout(std430, binding = 1) readonly buffer XQ { uvec4 xq4[]; };
 layout(std430, binding = 1) readonly buffer XD { vec2 xd[]; };
-layout(std430, binding = 2) writeonly buffer Y { float y[]; };
-
 #include "reduce.glsl"
+#include "matvec-epi.glsl"
 
 #if defined(REPACK)
 // Repacked rows (types.glsl): each invocation takes 16-byte units of quant bytes, one aligned
@@ -69,7 +68,7 @@ void dot_unit(uint r, uint u, uint nb, uvec4 q, uint sw) {
 }
 
 void main() {
-    uint row0 = (gl_WorkGroupID.x + gl_WorkGroupID.y * pc.gx) * NR;
+    uint row0 = epi_row0();
     uint tid = gl_LocalInvocationID.x;
     if (row0 >= pc.m)
         return;
@@ -81,7 +80,7 @@ void main() {
         uvec4 q[NR];
         uint sw[NR];
         for (uint r = 0u; r < NR; r++) {
-            uint row = min(row0 + r, pc.m - 1u);  // rows past m: computed, never stored
+            uint row = w_row(row0, r);
             q[r] = wq4[row * rs4 + u];            // all rows' loads in flight
 #if defined(W_Q4_1)
             sw[r] = w32[(row * rs4 + nu) * 4u + u];
@@ -93,12 +92,7 @@ void main() {
             dot_unit(r, u, nb, q[r], sw[r]);
     }
 
-    float t = reduce_all(tid);
-    if (tid < NR * NC) {
-        uint r = tid / NC, c = tid % NC;
-        if (row0 + r < pc.m)
-            y[c * pc.m + row0 + r] = t;
-    }
+    epi_store(row0, tid, reduce_all(tid));
 }
 #else
 #if !defined(U32)
@@ -169,7 +163,7 @@ void dot_block(uint r, uint b, uint nb, uint q[8], float d, float mn) {
 }
 
 void main() {
-    uint row0 = (gl_WorkGroupID.x + gl_WorkGroupID.y * pc.gx) * NR;
+    uint row0 = epi_row0();
     uint tid = gl_LocalInvocationID.x;
     if (row0 >= pc.m)
         return;
@@ -181,18 +175,13 @@ void main() {
         uint q[NR][8];
         float d[NR], mn[NR];
         for (uint r = 0u; r < NR; r++) {
-            uint row = min(row0 + r, pc.m - 1u);
+            uint row = w_row(row0, r);
             LOAD_BLOCK(row * nb + b, q[r], d[r], mn[r]);  // all rows' loads in flight
         }
         for (uint r = 0u; r < NR; r++)
             dot_block(r, b, nb, q[r], d[r], mn[r]);
     }
 
-    float t = reduce_all(tid);
-    if (tid < NR * NC) {
-        uint r = tid / NC, c = tid % NC;
-        if (row0 + r < pc.m)
-            y[c * pc.m + row0 + r] = t;
-    }
+    epi_store(row0, tid, reduce_all(tid));
 }
 #endif // REPACK

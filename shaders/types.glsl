@@ -17,6 +17,9 @@ layout(push_constant) uniform Push {
     uint k;      // columns of W, length of each activation vector
     uint n;      // activation vectors
     uint gx;     // workgroups along x (the grid may wrap into y for large m)
+#if defined(NORM)
+    float eps;   // RMSNorm epsilon of the epilogue (matvec-epi.glsl)
+#endif
 } pc;
 
 #if defined(W_Q8_0)

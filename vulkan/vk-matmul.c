@@ -515,3 +515,68 @@ int qvk_matmul_q8(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_
         variant_name(d, wt, false, k, n, name, sizeof(name), &kind);
         return matvec(c, name, true, wt, w, m, k, xq, n, y);
 }
+
+bool qvk_matvec_epi_ok(QvkDevice *d, QvkMatvecEpi e, QvkWeightType wt, uint32_t m, uint32_t k, bool x_q8) {
+        /* the extended formats (K-quants, g64/g128, NF4, FP8, INT8 rows) keep their own kernels */
+        if (e < 0 || e >= _QVK_EPI_MAX || wt >= _QVK_W_MAX || qvk_ext_type(wt) || m == 0 || k == 0 ||
+            !fast_storage(d))
+                return false;
+        if ((e == QVK_EPI_GLU_Q8 || e == QVK_EPI_NORM_Q8) && m % 32)
+                return false;
+        if (is_block_type(wt) && k % 32)
+                return false;
+        /* the kernel qvk_matmul() would pick for fp32 input, or qvk_matmul_q8() for int8 */
+        return x_q8 ? qvk_matmul_wants_q8(d, wt, k, 1) : !use_int_dot(d, wt, 1);
+}
+
+int qvk_matvec_epi(QvkCmd *c, QvkMatvecEpi e, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k,
+                   QvkBinding x, bool x_q8, QvkBinding y, const QvkBinding *extra, float eps) {
+        static const struct {
+                const char *suffix;
+                uint32_t n_extra, writes;  /* extra bindings (from 3) and which of them are written */
+        } epis[_QVK_EPI_MAX] = {
+                [QVK_EPI_GLU] = { "_glu", 0, 0 },
+                [QVK_EPI_GLU_Q8] = { "_glu_q8", 2, 3 },
+                [QVK_EPI_NORM] = { "_norm", 4, 12 },
+                [QVK_EPI_NORM_Q8] = { "_norm_q8", 5, 28 },
+        };
+        QvkDevice *d = qvk_cmd_device(c);
+        struct {
+                MatPush mp;
+                float eps;
+        } push = { { m, k, 1, 0 }, eps };
+        bool norm = e == QVK_EPI_NORM || e == QVK_EPI_NORM_Q8;
+        uint32_t wg, rows, gx, gy, rows_out;
+        QvkBinding b[8] = { w, x, y };
+        char name[96];
+        const char *kind;
+        QvkPipeline *p;
+        int r;
+
+        if (!qvk_matvec_epi_ok(d, e, wt, m, k, x_q8))
+                return -EOPNOTSUPP;
+        if (!w.buf || !x.buf || !y.buf || w.offset % 16 || x.offset % 16)
+                return -EINVAL;
+        for (uint32_t i = 0; i < epis[e].n_extra; i++) {
+                if (!extra[i].buf)
+                        return -EINVAL;
+                b[3 + i] = extra[i];
+        }
+        matvec_shape(x_q8, wt, k, &wg, &rows);
+        if (!norm)  /* an even number of rows: NR/2 gate rows and the same up rows */
+                rows = 2 * MAX(rows / 2, 1u);
+        rows_out = norm ? rows : rows / 2;
+        variant_name(d, wt, false, k, 1, name, sizeof(name), &kind);
+        if (strlen(name) + strlen(epis[e].suffix) >= sizeof(name))
+                return -EINVAL;
+        strcat(name, epis[e].suffix);
+        uint32_t spec[] = { wg, rows, 1 };
+        r = qvk_pipeline_get(d, name, spec, ELEMENTSOF(spec), 3 + epis[e].n_extra,
+                             norm ? sizeof(push) : sizeof(MatPush), &p);
+        if (r < 0)
+                return r;
+        grid(DIV_ROUND_UP(m, rows_out), &gx, &gy);
+        push.mp.gx = gx;
+        return qvk_cmd_dispatch(c, p, b, 3 + epis[e].n_extra, (1u << 2) | (epis[e].writes << 3), &push,
+                                norm ? sizeof(push) : sizeof(MatPush), gx, gy, 1);
+}

@@ -214,6 +214,29 @@ uint64_t qvk_q8_bytes(uint32_t k, uint32_t n);
 int qvk_quantize_act(QvkCmd *c, QvkBinding x, bool x_f16, uint32_t k, uint32_t n, QvkBinding xq);
 int qvk_matmul_q8(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding xq,
                   uint32_t n, QvkBinding y);
+/* One column (the decode step) with the op after the product folded into it
+ * (shaders/matvec-epi.glsl), on the kernel qvk_matmul() / qvk_matmul_q8() would run (x_q8:
+ * x holds int8 blocks as for qvk_matmul_q8(), else fp32 values):
+ *  QVK_EPI_GLU      w holds 2m rows, m gate rows then m up rows; y = silu(gate) * up (m values).
+ *  QVK_EPI_GLU_Q8   that, and y as int8 blocks into extra[1]; extra[0]: m/32 counters (uint,
+ *                   zero at the start; the kernel leaves them zero). m % 32 == 0.
+ *  QVK_EPI_NORM     y = extra[0] + W x (a residual; y must not alias extra[0]), then, once all of
+ *                   y is written, extra[2] = y / rms(y) * extra[1] (RMSNorm with eps); extra[3]:
+ *                   one counter as above.
+ *  QVK_EPI_NORM_Q8  that, and extra[2] also as int8 blocks into extra[4]. m % 32 == 0.
+ * qvk_matvec_epi_ok() says whether the device and shape take it (fp32 or int8 activations
+ * matching the kernel choice of qvk_matmul(), no extended format, 8/16-bit storage); else
+ * qvk_matvec_epi() returns -EOPNOTSUPP and the caller runs the op on its own. */
+typedef enum QvkMatvecEpi {
+        QVK_EPI_GLU,
+        QVK_EPI_GLU_Q8,
+        QVK_EPI_NORM,
+        QVK_EPI_NORM_Q8,
+        _QVK_EPI_MAX,
+} QvkMatvecEpi;
+bool qvk_matvec_epi_ok(QvkDevice *d, QvkMatvecEpi e, QvkWeightType wt, uint32_t m, uint32_t k, bool x_q8);
+int qvk_matvec_epi(QvkCmd *c, QvkMatvecEpi e, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k,
+                   QvkBinding x, bool x_q8, QvkBinding y, const QvkBinding *extra, float eps);
 /* Y = W·X where W's rows are stored as blocks in different formats (a fused Q/K/V matrix of a
  * Q4_K_M file: Q4_K and Q6_K rows): block i holds rows m_0 + .. + m_(i-1) onward, Y has the
  * blocks' m rows in all per column. Extended formats and Q8_0/Q4_0/Q4_1 (through the extended
