@@ -32,6 +32,7 @@ struct QvkCmd {
         QvkBuffer **temps;          /* qvk_cmd_temp(): kept until qvk_cmd_free */
         size_t n_temps;
         bool pending, ended;
+        uint32_t n_dispatches, n_barriers;  /* of the current recording (qvk_cmd_stats) */
 };
 
 static bool ranges_overlap(const RangeSet *s, const Range *x) {
@@ -64,6 +65,7 @@ static void full_barrier(QvkCmd *c, VkAccessFlags dst_extra, VkPipelineStageFlag
         VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
 
         vkCmdPipelineBarrier(c->cb, stages, stages | dst_stage_extra, 0, 1, &mb, 0, NULL, 0, NULL);
+        c->n_barriers++;
         c->written.n = 0;
         c->read.n = 0;
 }
@@ -168,6 +170,7 @@ int qvk_cmd_reset(QvkCmd *c) {
                 (void) vkResetDescriptorPool(c->d->dev, c->dpools[i], 0);
         c->cur_dpool = 0;
         c->written.n = c->read.n = 0;
+        c->n_dispatches = c->n_barriers = 0;
         return begin(c);
 }
 
@@ -279,6 +282,7 @@ int qvk_cmd_dispatch(QvkCmd *c, QvkPipeline *p, const QvkBinding *bindings, size
         if (push_size)
                 vkCmdPushConstants(c->cb, p->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, push_size, push);
         vkCmdDispatch(c->cb, groups_x, groups_y, groups_z);
+        c->n_dispatches++;
         return 0;
 }
 
@@ -418,6 +422,11 @@ int qvk_cmd_wait(QvkCmd *c) {
                 return qvk_result_to_errno(vr);
         c->pending = false;
         return 0;
+}
+
+void qvk_cmd_stats(QvkCmd *c, uint32_t *ret_dispatches, uint32_t *ret_barriers) {
+        *ret_dispatches = c->n_dispatches;
+        *ret_barriers = c->n_barriers;
 }
 
 QvkDevice *qvk_cmd_device(QvkCmd *c) {

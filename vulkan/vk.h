@@ -117,6 +117,9 @@ int qvk_cmd_end(QvkCmd *c);
 int qvk_cmd_submit(QvkCmd *c);  /* queue the recording */
 int qvk_cmd_wait(QvkCmd *c);    /* wait for the last submission */
 QvkDevice *qvk_cmd_device(QvkCmd *c);
+/* Dispatches and pipeline barriers recorded since the last qvk_cmd_reset() (the barrier that
+ * opens every recording included). */
+void qvk_cmd_stats(QvkCmd *c, uint32_t *ret_dispatches, uint32_t *ret_barriers);
 /* A device buffer of at least size bytes owned by the recording (until qvk_cmd_free), for
  * intermediate results; several requests may get the same buffer, the barriers keep the uses
  * apart. */
