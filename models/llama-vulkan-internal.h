@@ -75,6 +75,9 @@ struct LlamaVk {
         QvkPipeline *p_norm_q8, *p_add_norm_q8, *p_silu_q8;
         QvkPipeline *p_norm_wide, *p_add_norm_wide; /* one row over many workgroups (decode) */
         QvkPipeline *p_attn_dec, *p_attn_dec_rope, *p_attn_dec_rope_q8; /* decode attention, one dispatch */
+        /* decode: SiLU·up and the residual add + RMSNorm folded into the matrix-vector products
+         * before them (qvk_matvec_epi); off with $QUANTD_VK_DISABLE_FUSION=1 */
+        bool fusion;
 };
 
 struct LlamaVkSeq {
@@ -85,6 +88,9 @@ struct LlamaVkSeq {
         QvkBuffer *kc, *vc, *x, *x2, *xb, *qkv, *q, *att, *o, *gu, *g, *xlast, *logits, *scratch;
         QvkBuffer *tokens, *params, *result, *part;
         QvkBuffer *cnt; /* per query head: finished splits of the decode attention */
+        /* fused decode epilogues: int8 blocks written by a product whose own input is in
+         * scratch, and the epilogues' counters (per block of 32 of n_ff; one for the norms) */
+        QvkBuffer *xq2, *cnt_glu, *cnt_norm;
         uint32_t kps, n_split; /* decode attention: keys per split, splits */
         QvkCmd *cmd_decode, *cmd_prefill;
         uint64_t gen_decode, gen_prefill;

@@ -44,6 +44,23 @@ int llama_vk_seq_profile(LlamaVkSeq *s, bool decode, const char *const **ret_nam
         return ELEMENTSOF(stamp_names);
 }
 
+int llama_vk_seq_stats(LlamaVkSeq *s, bool decode, uint32_t *ret_dispatches, uint32_t *ret_barriers) {
+        QvkCmd *c = decode ? s->cmd_decode : s->cmd_prefill;
+
+        if (!c || (decode ? s->gen_decode : s->gen_prefill) == UINT64_MAX)
+                return -ENODATA;
+        qvk_cmd_stats(c, ret_dispatches, ret_barriers);
+        return 0;
+}
+
+void llama_vk_set_fusion(LlamaVk *v, bool on) {
+        pthread_mutex_lock(&v->lock);
+        if (v->fusion != on)
+                v->generation++;  /* every sequence re-records */
+        v->fusion = on;
+        pthread_mutex_unlock(&v->lock);
+}
+
 static uint32_t ggml_of(QvkWeightType wt) {
         switch (qvk_weight_base(wt)) {
         case QVK_W_F32:
@@ -638,6 +655,9 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
                     (r = qvk_pipeline_get(d, decr, &hp->head_dim, 1, 9, 32, &v->p_attn_dec_rope)) < 0)
                         return r;
         }
+        /* $QUANTD_VK_DISABLE_FUSION=1: the decode step without the products' epilogues (for
+         * comparisons; qvk_matvec_epi) */
+        v->fusion = !streq_ptr(getenv("QUANTD_VK_DISABLE_FUSION"), "1");
         if (v->p_norm_wide && qvk_device_features(d)->int_dot && hp->n_ff % 32 == 0 &&
             !streq_ptr(getenv("QUANTD_VK_NO_FUSE_Q8"), "1")) {
                 const uint32_t wg32[] = { 32 };
@@ -665,7 +685,7 @@ LlamaVkSeq *llama_vk_seq_free(LlamaVkSeq *s) {
         qvk_cmd_free(s->cmd_prefill);
         QvkBuffer **bufs[] = { &s->kc, &s->vc, &s->x, &s->x2, &s->xb, &s->qkv, &s->q, &s->att, &s->o,
                                &s->gu, &s->g, &s->xlast, &s->logits, &s->scratch, &s->tokens,
-                               &s->params, &s->result, &s->part, &s->cnt };
+                               &s->params, &s->result, &s->part, &s->cnt, &s->xq2, &s->cnt_glu, &s->cnt_norm };
         for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
                 qvk_buffer_free(*bufs[i]);
         return mfree(s);
@@ -693,6 +713,7 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
         uint32_t kmax = MAX(MAX(E, F), nq);
         uint64_t scratch = MAX(qvk_matmul_scratch_bytes(v->d, kmax, s->ubatch),
                                qvk_matmul_scratch_bytes(v->d, kmax, 1));
+        uint64_t cnt_glu = (uint64_t) DIV_ROUND_UP(F, 32u) * 4;
         struct {
                 QvkBuffer **b;
                 uint64_t size;
@@ -716,6 +737,9 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
                 { &s->params, 256, QVK_MEM_HOST },
                 { &s->result, 256, QVK_MEM_HOST },
                 { &s->cnt, (uint64_t) hp->n_head * 4, QVK_MEM_DEVICE },
+                { &s->xq2, MAX(qvk_q8_bytes(kmax, 1), 256u), QVK_MEM_DEVICE },
+                { &s->cnt_glu, cnt_glu, QVK_MEM_DEVICE },
+                { &s->cnt_norm, 16, QVK_MEM_DEVICE },
                 /* split-K attention partials, also the argmax slices (256 x 3 floats) */
                 { &s->part, MAX(3072u, (uint64_t) hp->n_head * s->n_split * (hp->head_dim + 2) * 4), QVK_MEM_DEVICE },
         };
@@ -725,12 +749,14 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
                         return r;
         }
         {
-                /* the decode attention's counters start at 0; its last workgroups reset them */
-                _cleanup_free_ uint32_t *zero = calloc(hp->n_head, 4);
+                /* the counters of the decode attention and of the products' epilogues start at 0;
+                 * their last workgroups reset them */
+                _cleanup_free_ uint32_t *zero = calloc(MAX(hp->n_head, cnt_glu / 4) + 4, 4);
                 if (!zero)
                         return -ENOMEM;
-                r = qvk_buffer_upload(s->cnt, 0, zero, (uint64_t) hp->n_head * 4);
-                if (r < 0)
+                if ((r = qvk_buffer_upload(s->cnt, 0, zero, (uint64_t) hp->n_head * 4)) < 0 ||
+                    (r = qvk_buffer_upload(s->cnt_glu, 0, zero, cnt_glu)) < 0 ||
+                    (r = qvk_buffer_upload(s->cnt_norm, 0, zero, 16)) < 0)
                         return r;
         }
         *ret = TAKE_PTR(s);
@@ -812,9 +838,55 @@ static bool fuse_q8(LlamaVkSeq *s, const VkTensor *t, uint32_t n) {
                qvk_matmul_wants_q8(s->v->d, t->wt, t->k, 1);
 }
 
-static int mm_q8(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *y) {
-        return qvk_matmul_q8(c, t->wt, B(wbuf, t->off, t->bytes), t->m, t->k,
-                             B(s->scratch, 0, qvk_q8_bytes(t->k, 1)), 1, B(y, 0, (uint64_t) t->m * 4));
+/* The product with t of the int8 blocks in xq (s->scratch or s->xq2). */
+static int mm_q8(QvkCmd *c, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *xq, QvkBuffer *y) {
+        return qvk_matmul_q8(c, t->wt, B(wbuf, t->off, t->bytes), t->m, t->k, B(xq, 0, qvk_q8_bytes(t->k, 1)), 1,
+                             B(y, 0, (uint64_t) t->m * 4));
+}
+
+/* The int8 block buffer that an op reading from xq writes its own output blocks to. */
+static QvkBuffer *xq_other(LlamaVkSeq *s, QvkBuffer *xq) {
+        return xq == s->scratch ? s->xq2 : s->scratch;
+}
+
+/* Whether the product with t (its input as int8 blocks where x_q8) runs with epilogue e
+ * (qvk_matvec_epi): one token, fusion on, t bound whole in one format. */
+static bool epi_ok(LlamaVkSeq *s, const VkTensor *t, QvkMatvecEpi e, bool x_q8, uint32_t n) {
+        bool glu = e == QVK_EPI_GLU || e == QVK_EPI_GLU_Q8;
+
+        return n == 1 && s->v->fusion && t->own.n_parts == 0 && t->n_seg == 0 &&
+               t->bytes <= qvk_device_features(s->v->d)->max_storage_buffer_range && (!glu || t->m % 2 == 0) &&
+               qvk_matvec_epi_ok(s->v->d, e, t->wt, glu ? t->m / 2 : t->m, t->k, x_q8);
+}
+
+/* wo or down of one token with the residual add and the next norm folded in: xout = xin + t·x,
+ * xb = RMSNorm(xout) * the norm weights at w_off, and where xq_out also as int8 blocks there. */
+static int mm_norm(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBinding x, bool x_q8,
+                   QvkBuffer *xin, QvkBuffer *xout, uint64_t w_off, QvkBuffer *xq_out) {
+        LlamaVk *v = s->v;
+        uint32_t E = t->m;
+        QvkBinding extra[5] = {
+                B(xin, 0, (uint64_t) E * 4),
+                B(v->common, w_off, (uint64_t) E * 4),
+                B(s->xb, 0, (uint64_t) E * 4),
+                B(s->cnt_norm, 0, 16),
+                B(xq_out ? xq_out : s->scratch, 0, qvk_q8_bytes(E, 1)),
+        };
+        return qvk_matvec_epi(c, xq_out ? QVK_EPI_NORM_Q8 : QVK_EPI_NORM, t->wt, B(wbuf, t->off, t->bytes), E, t->k,
+                              x, x_q8, B(xout, 0, (uint64_t) E * 4), extra, v->w->hp.eps);
+}
+
+/* The gate/up product of one token with SiLU·up folded in: s->g = silu(gate) * up, and where
+ * xq_out also as int8 blocks there. */
+static int mm_glu(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBinding x, bool x_q8,
+                  QvkBuffer *xq_out) {
+        uint32_t F = t->m / 2;
+        QvkBinding extra[2] = {
+                B(s->cnt_glu, 0, (uint64_t) DIV_ROUND_UP(F, 32u) * 4),
+                B(xq_out ? xq_out : s->scratch, 0, qvk_q8_bytes(F, 1)),
+        };
+        return qvk_matvec_epi(c, xq_out ? QVK_EPI_GLU_Q8 : QVK_EPI_GLU, t->wt, B(wbuf, t->off, t->bytes), F, t->k,
+                              x, x_q8, B(s->g, 0, (uint64_t) F * 4), extra, 0.0f);
 }
 
 /* Norm of the residual into xb (after adding o to it when add), and into int8 blocks for the
@@ -918,6 +990,9 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
         r = norm(c, s, false, s->x, s->x, v->off_attn_norm[0], nl > 0 ? &var->layers[0].qkv : &var->output, n);
         if (r < 0 || (r = stamp(c, s, 0)) < 0)
                 return r;
+        /* where the next int-dot product's int8 blocks are: the ops write s->scratch, the fused
+         * epilogues the one of s->scratch and s->xq2 that their own product does not read */
+        QvkBuffer *xq = s->scratch;
         for (uint32_t l = 0; l < nl; l++) {
                 const VkLayerW *L = &var->layers[l];
                 QvkBuffer *wb = var->bufs[l];
@@ -926,7 +1001,7 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 /* calibration: xb holds attn_norm(x) of this layer (capture hooks, prompts only) */
                 if (n > 1 && s->capture && (r = llama_vk_capture_record(c, s, l, LLAMA_SITE_ATTN_IN, s->xb, n)) < 0)
                         return r;
-                r = fuse_q8(s, &L->qkv, n) ? mm_q8(c, s, wb, &L->qkv, s->qkv) : mm(c, s, wb, &L->qkv, s->xb, s->qkv, n);
+                r = fuse_q8(s, &L->qkv, n) ? mm_q8(c, wb, &L->qkv, xq, s->qkv) : mm(c, s, wb, &L->qkv, s->xb, s->qkv, n);
                 if (r < 0 || (r = stamp(c, s, l)) < 0)
                         return r;
                 if (n == 1) {
@@ -935,6 +1010,8 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                         wo_q8 = v->p_attn_dec_rope_q8 && fuse_q8(s, &L->wo, n);
                         r = llama_vk_attn_decode(c, s, l, B(s->qkv, 0, (uint64_t) (nq + 2 * nkv) * 4),
                                                  B(s->att, 0, (uint64_t) nq * 4), true, wo_q8);
+                        if (wo_q8)
+                                xq = s->scratch;
                         /* the profile's rope and attention stamps, together */
                         if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
@@ -963,44 +1040,85 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                         if (s->capture && (r = llama_vk_capture_record(c, s, l, LLAMA_SITE_ATTN_OUT, s->att, n)) < 0)
                                 return r;
                 }
-                r = wo_q8 ? mm_q8(c, s, wb, &L->wo, s->o) : mm(c, s, wb, &L->wo, s->att, s->o, n);
-                if (r < 0 || (r = stamp(c, s, l)) < 0)
-                        return r;
-                /* one token: the residual goes to x2 and back (rmsnorm-wide.comp) */
-                QvkBuffer *xmid = n == 1 && v->p_norm_wide ? s->x2 : s->x;
-                if ((r = norm(c, s, true, s->x, xmid, v->off_ffn_norm[l], &L->gu, n)) < 0 || (r = stamp(c, s, l)) < 0)
-                        return r;
+                bool gu_q8 = fuse_q8(s, &L->gu, n), down_q8 = fuse_q8(s, &L->down, n);
+                const VkTensor *next = l + 1 < nl ? &var->layers[l + 1].qkv : &var->output;
+                bool next_q8 = fuse_q8(s, next, n);
+                uint64_t next_norm = l + 1 < nl ? v->off_attn_norm[l + 1] : v->off_out_norm;
+                /* One token: the residual add and the norm after it in the epilogues of the wo
+                 * and down products (both or neither: the residual goes x -> x2 -> x), SiLU·up
+                 * in that of gate/up; 5 dispatches a layer instead of 7. */
+                bool fnorm = epi_ok(s, &L->wo, gu_q8 ? QVK_EPI_NORM_Q8 : QVK_EPI_NORM, wo_q8, n) &&
+                             epi_ok(s, &L->down, next_q8 ? QVK_EPI_NORM_Q8 : QVK_EPI_NORM, down_q8, n);
+                bool fglu = epi_ok(s, &L->gu, down_q8 ? QVK_EPI_GLU_Q8 : QVK_EPI_GLU, gu_q8, n);
+                /* one token: the residual goes to x2 and back (rmsnorm-wide.comp or the epilogues) */
+                QvkBuffer *xmid = n == 1 && (v->p_norm_wide || fnorm) ? s->x2 : s->x;
+                if (fnorm) {
+                        QvkBuffer *out = gu_q8 ? xq_other(s, xq) : NULL;
+                        QvkBinding x = wo_q8 ? B(xq, 0, qvk_q8_bytes(nq, 1)) : B(s->att, 0, (uint64_t) nq * 4);
+                        r = mm_norm(c, s, wb, &L->wo, x, wo_q8, s->x, xmid, v->off_ffn_norm[l], out);
+                        xq = out ? out : xq;
+                        /* the profile's wo and add+rmsnorm stamps, together */
+                        if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                } else {
+                        r = wo_q8 ? mm_q8(c, wb, &L->wo, xq, s->o) : mm(c, s, wb, &L->wo, s->att, s->o, n);
+                        if (r < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                        if ((r = norm(c, s, true, s->x, xmid, v->off_ffn_norm[l], &L->gu, n)) < 0 ||
+                            (r = stamp(c, s, l)) < 0)
+                                return r;
+                        xq = gu_q8 ? s->scratch : xq;
+                }
                 if (n > 1 && s->capture && (r = llama_vk_capture_record(c, s, l, LLAMA_SITE_FFN_IN, s->xb, n)) < 0)
                         return r;
-                r = fuse_q8(s, &L->gu, n) ? mm_q8(c, s, wb, &L->gu, s->gu) : mm(c, s, wb, &L->gu, s->xb, s->gu, n);
-                if (r < 0 || (r = stamp(c, s, l)) < 0)
-                        return r;
-                bool down_q8 = fuse_q8(s, &L->down, n);
-                if (down_q8) {
-                        QvkBinding b[] = { B(s->gu, 0, (uint64_t) n * 2 * F * 4), B(s->scratch, 0, qvk_q8_bytes(F, n)) };
-                        uint32_t push[2] = { F, n * F / 32 };
-                        r = qvk_cmd_dispatch(c, v->p_silu_q8, b, 2, 1u << 1, push, 8, DIV_ROUND_UP(push[1], 32), 1, 1);
+                if (fglu) {
+                        QvkBuffer *out = down_q8 ? xq_other(s, xq) : NULL;
+                        QvkBinding x = gu_q8 ? B(xq, 0, qvk_q8_bytes(E, 1)) : B(s->xb, 0, (uint64_t) E * 4);
+                        r = mm_glu(c, s, wb, &L->gu, x, gu_q8, out);
+                        xq = out ? out : xq;
+                        /* the profile's gate/up and silu*up stamps, together */
+                        if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
                 } else {
-                        QvkBinding b[] = { B(s->gu, 0, (uint64_t) n * 2 * F * 4), B(s->g, 0, (uint64_t) n * F * 4) };
-                        uint32_t push[2] = { F, n * F }, groups = DIV_ROUND_UP(n * F, 256), gx = MIN(groups, 65535u);
-                        r = qvk_cmd_dispatch(c, v->p_silu, b, 2, 1u << 1, push, 8, gx, DIV_ROUND_UP(groups, gx), 1);
+                        r = gu_q8 ? mm_q8(c, wb, &L->gu, xq, s->gu) : mm(c, s, wb, &L->gu, s->xb, s->gu, n);
+                        if (r < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                        if (down_q8) {
+                                QvkBinding b[] = { B(s->gu, 0, (uint64_t) n * 2 * F * 4), B(s->scratch, 0, qvk_q8_bytes(F, n)) };
+                                uint32_t push[2] = { F, n * F / 32 };
+                                r = qvk_cmd_dispatch(c, v->p_silu_q8, b, 2, 1u << 1, push, 8, DIV_ROUND_UP(push[1], 32), 1, 1);
+                                xq = s->scratch;
+                        } else {
+                                QvkBinding b[] = { B(s->gu, 0, (uint64_t) n * 2 * F * 4), B(s->g, 0, (uint64_t) n * F * 4) };
+                                uint32_t push[2] = { F, n * F }, groups = DIV_ROUND_UP(n * F, 256), gx = MIN(groups, 65535u);
+                                r = qvk_cmd_dispatch(c, v->p_silu, b, 2, 1u << 1, push, 8, gx, DIV_ROUND_UP(groups, gx), 1);
+                        }
+                        if (r < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
                 }
-                if (r < 0 || (r = stamp(c, s, l)) < 0)
-                        return r;
                 if (n > 1 && s->capture && (r = llama_vk_capture_record(c, s, l, LLAMA_SITE_FFN_DOWN, s->g, n)) < 0)
                         return r;
-                r = down_q8 ? mm_q8(c, s, wb, &L->down, s->o) : mm(c, s, wb, &L->down, s->g, s->o, n);
-                if (r < 0 || (r = stamp(c, s, l)) < 0)
-                        return r;
-                const VkTensor *next = l + 1 < nl ? &var->layers[l + 1].qkv : &var->output;
-                r = norm(c, s, true, xmid, s->x, l + 1 < nl ? v->off_attn_norm[l + 1] : v->off_out_norm, next, n);
-                if (r < 0 || (r = stamp(c, s, l)) < 0)
-                        return r;
+                if (fnorm) {
+                        QvkBuffer *out = next_q8 ? xq_other(s, xq) : NULL;
+                        QvkBinding x = down_q8 ? B(xq, 0, qvk_q8_bytes(F, 1)) : B(s->g, 0, (uint64_t) F * 4);
+                        r = mm_norm(c, s, wb, &L->down, x, down_q8, xmid, s->x, next_norm, out);
+                        xq = out ? out : xq;
+                        if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                } else {
+                        r = down_q8 ? mm_q8(c, wb, &L->down, xq, s->o) : mm(c, s, wb, &L->down, s->g, s->o, n);
+                        if (r < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                        r = norm(c, s, true, xmid, s->x, next_norm, next, n);
+                        if (r < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                        xq = next_q8 ? s->scratch : xq;
+                }
         }
         if ((r = stamp(c, s, 0)) < 0)
                 return r;
         if (fuse_q8(s, &var->output, n))
-                r = mm_q8(c, s, var->bufs[nl], &var->output, s->logits);
+                r = mm_q8(c, var->bufs[nl], &var->output, xq, s->logits);
         else {
                 r = qvk_cmd_copy(c, s->xb, (uint64_t) (n - 1) * E * 4, s->xlast, 0, E * 4);
                 if (r >= 0)

@@ -106,6 +106,12 @@ uint32_t llama_vk_seq_length(LlamaVkSeq *s);
  * prefill submission; returns their number. */
 void llama_vk_seq_set_profile(LlamaVkSeq *s, bool on);
 int llama_vk_seq_profile(LlamaVkSeq *s, bool decode, const char *const **ret_names, double *ret_ns);
+/* Dispatches and pipeline barriers of the last decode (decode) or prefill recording; -ENODATA
+ * before the first. */
+int llama_vk_seq_stats(LlamaVkSeq *s, bool decode, uint32_t *ret_dispatches, uint32_t *ret_barriers);
+/* Turns the decode step's fused epilogues (qvk_matvec_epi) on or off for the next recordings
+ * ($QUANTD_VK_DISABLE_FUSION=1 sets the initial state off): the benchmark's A/B in one run. */
+void llama_vk_set_fusion(LlamaVk *v, bool on);
 /* Downloads the logits of the last evaluated token (n_vocab floats). */
 int llama_vk_seq_logits(LlamaVkSeq *s, float *logits);
 int llama_vk_seq_eval(LlamaVkSeq *s, const int32_t *tokens, size_t n, bool want_logits,
