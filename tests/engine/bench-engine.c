@@ -3,10 +3,14 @@
  * 16 GB file is written), in F16, Q8_0 and Q4_0. Not a test: run by hand on the GPU machine.
  *   quantd-engine-bench [--layers N] [--embd N] [--ff N] [--heads N] [--kv-heads N]
  *                       [--vocab N] [--pp N] [--tg N] [--reps N] [--batch N] [--device SEL]
- *                       [--precision fp16|int8|int4]
+ *                       [--precision fp16|int8|int4] [--decode-only] [--fusion on|off|both]
  * --batch N adds a batched decode measurement: N sequences stepped together for tg steps
  * (llama_vk_batch_eval), tokens/s summed over the N sequences. --kmix: the weights in llama.cpp's
- * Q4_K_M mix (Q4_K, Q6_K; bench_model_kmix), measured in their as-stored int4 variant only. */
+ * Q4_K_M mix (Q4_K, Q6_K; bench_model_kmix), measured in their as-stored int4 variant only.
+ * --decode-only: tg only (no pp measurement, no profile). --fusion: the decode step with its
+ * fused epilogues on, off (as $QUANTD_VK_DISABLE_FUSION=1) or both, one after the other on the
+ * same weights (llama_vk_set_fusion); each tg line also gives the dispatches and barriers of
+ * one decode step's recording. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -60,7 +64,7 @@ static int bench_batch(LlamaVk *v, uint32_t n, uint32_t tg, uint32_t reps, uint3
 /* Prompt processing of pp tokens and decode of tg tokens (another sequence), reps times after a
  * warm-up: the mean tokens/s of each. */
 static int measure(LlamaVk *v, const int32_t *tokens, uint32_t pp, uint32_t tg, uint32_t reps, double *ret_pp,
-                   double *ret_tg) {
+                   double *ret_tg, uint32_t *ret_dispatches, uint32_t *ret_barriers) {
         double pp_sum = 0, tg_sum = 0;
         int r;
 
@@ -70,7 +74,7 @@ static int measure(LlamaVk *v, const int32_t *tokens, uint32_t pp, uint32_t tg, 
                 if ((r = llama_vk_seq_new(v, pp + tg + 16, &s1)) < 0 || (r = llama_vk_seq_new(v, tg + 16, &s2)) < 0)
                         return r;
                 double a = bench_now();
-                r = llama_vk_seq_eval(s1, tokens, pp, false, NULL, &tok, NULL);
+                r = pp ? llama_vk_seq_eval(s1, tokens, pp, false, NULL, &tok, NULL) : 0;
                 double b = bench_now();
                 if (r < 0)
                         return r;
@@ -86,6 +90,9 @@ static int measure(LlamaVk *v, const int32_t *tokens, uint32_t pp, uint32_t tg, 
                         pp_sum += pp / (b - a);
                         tg_sum += tg / (cend - cstart);
                 }
+                r = llama_vk_seq_stats(s2, true, ret_dispatches, ret_barriers);
+                if (r < 0)
+                        return r;
         }
         *ret_pp = pp_sum / reps;
         *ret_tg = tg_sum / reps;
@@ -94,8 +101,8 @@ static int measure(LlamaVk *v, const int32_t *tokens, uint32_t pp, uint32_t tg, 
 
 int main(int argc, char **argv) {
         uint32_t L = 32, E = 4096, F = 14336, H = 32, HKV = 8, V = 128256, pp = 512, tg = 128, reps = 3, batch = 0;
-        const char *dev = NULL, *only = NULL;
-        bool kmix = false;
+        const char *dev = NULL, *only = NULL, *fusion = NULL;
+        bool kmix = false, decode_only = false;
         static const struct option opts[] = {
                 { "layers", required_argument, NULL, 'l' }, { "embd", required_argument, NULL, 'e' },
                 { "ff", required_argument, NULL, 'f' },     { "heads", required_argument, NULL, 'h' },
@@ -103,7 +110,8 @@ int main(int argc, char **argv) {
                 { "pp", required_argument, NULL, 'p' },     { "tg", required_argument, NULL, 't' },
                 { "reps", required_argument, NULL, 'r' },   { "device", required_argument, NULL, 'd' },
                 { "batch", required_argument, NULL, 'b' }, { "precision", required_argument, NULL, 'P' },
-                { "kmix", no_argument, NULL, 'K' },
+                { "kmix", no_argument, NULL, 'K' },         { "decode-only", no_argument, NULL, 'D' },
+                { "fusion", required_argument, NULL, 'F' },
                 {}
         };
         int c, r;
@@ -124,11 +132,15 @@ int main(int argc, char **argv) {
                 case 'b': batch = v; break;
                 case 'P': only = optarg; break;
                 case 'K': kmix = true; break;
+                case 'D': decode_only = true; break;
+                case 'F': fusion = optarg; break;
                 default: return 2;
                 }
         }
         if (!L || !E || !F || !H || !HKV || !V || pp < 2 || !tg || !reps || E % H || H % HKV)
                 return 2;
+        if (fusion && !streq(fusion, "on") && !streq(fusion, "off") && !streq(fusion, "both"))
+                return fprintf(stderr, "--fusion takes on, off or both\n"), 2;
 
         _cleanup_(bench_model_donep) BenchModel bm = {};
         r = bench_model_init(&bm, L, E, F, H, HKV, V);
@@ -179,12 +191,26 @@ int main(int argc, char **argv) {
                 printf("%s: weights %.2f GiB, built in %.1f s; kernels: n=1 %s", qd_precision_to_string(p),
                        llama_vk_variant_bytes(v, p) / 1073741824.0, bench_now() - t0, qvk_matmul_kernel(d, wt, false, E, 1));
                 printf(", n=%u %s\n", pp, qvk_matmul_kernel(d, wt, false, E, pp));
-                double pp_tps, tg_tps;
-                r = measure(v, tokens, pp, tg, reps, &pp_tps, &tg_tps);
-                if (r < 0)
-                        return fprintf(stderr, "pp/tg: %s\n", strerror(-r)), 1;
-                printf("RESULT %s pp%u %.1f tok/s  tg%u %.1f tok/s\n", qd_precision_to_string(p), pp, pp_tps, tg,
-                       tg_tps);
+                for (int fu = 0; fu < 2; fu++) {
+                        /* fu 0: fusion on, or as set; fu 1: off, with --fusion both */
+                        if (fusion && (fu == 1 ? streq(fusion, "both") : true))
+                                llama_vk_set_fusion(v, fu == 0 && !streq(fusion, "off"));
+                        else if (fu == 1)
+                                break;
+                        double pp_tps, tg_tps;
+                        uint32_t nd, nbar;
+                        r = measure(v, tokens, decode_only ? 0 : pp, tg, reps, &pp_tps, &tg_tps, &nd, &nbar);
+                        if (r < 0)
+                                return fprintf(stderr, "pp/tg: %s\n", strerror(-r)), 1;
+                        const char *fs = fusion ? (fu == 0 && !streq(fusion, "off") ? " fusion on" : " fusion off") : "";
+                        if (decode_only)
+                                printf("RESULT %s tg%u %.1f tok/s%s, decode step %u dispatches %u barriers\n",
+                                       qd_precision_to_string(p), tg, tg_tps, fs, nd, nbar);
+                        else
+                                printf("RESULT %s pp%u %.1f tok/s  tg%u %.1f tok/s%s, decode step %u dispatches %u barriers\n",
+                                       qd_precision_to_string(p), pp, pp_tps, tg, tg_tps, fs, nd, nbar);
+                        fflush(stdout);
+                }
                 if (batch > 0) {
                         double tps;
                         r = bench_batch(v, batch, tg, reps, V, &tps);
@@ -195,7 +221,7 @@ int main(int argc, char **argv) {
                                qvk_matmul_kernel(d, wt, false, E, batch));
                 }
                 /* Where the time goes: one profiled prefill and decode step, first layer per op. */
-                {
+                if (!decode_only) {
                         _cleanup_(llama_vk_seq_freep) LlamaVkSeq *sp = NULL;
                         const char *const *names;
                         double ns[32];
