@@ -713,7 +713,7 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
         uint32_t kmax = MAX(MAX(E, F), nq);
         uint64_t scratch = MAX(qvk_matmul_scratch_bytes(v->d, kmax, s->ubatch),
                                qvk_matmul_scratch_bytes(v->d, kmax, 1));
-        uint64_t cnt_glu = (uint64_t) DIV_ROUND_UP(F, 32u) * 4;
+        uint64_t cnt_glu = (uint64_t) DIV_ROUND_UP(F, 32u) * 4, cnt_norm = (2 * (uint64_t) DIV_ROUND_UP(E, 32u) + 4) * 4;
         struct {
                 QvkBuffer **b;
                 uint64_t size;
@@ -739,7 +739,7 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
                 { &s->cnt, (uint64_t) hp->n_head * 4, QVK_MEM_DEVICE },
                 { &s->xq2, MAX(qvk_q8_bytes(kmax, 1), 256u), QVK_MEM_DEVICE },
                 { &s->cnt_glu, cnt_glu, QVK_MEM_DEVICE },
-                { &s->cnt_norm, 16, QVK_MEM_DEVICE },
+                { &s->cnt_norm, cnt_norm, QVK_MEM_DEVICE },
                 /* split-K attention partials, also the argmax slices (256 x 3 floats) */
                 { &s->part, MAX(3072u, (uint64_t) hp->n_head * s->n_split * (hp->head_dim + 2) * 4), QVK_MEM_DEVICE },
         };
@@ -751,12 +751,12 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
         {
                 /* the counters of the decode attention and of the products' epilogues start at 0;
                  * their last workgroups reset them */
-                _cleanup_free_ uint32_t *zero = calloc(MAX(hp->n_head, cnt_glu / 4) + 4, 4);
+                _cleanup_free_ uint32_t *zero = calloc(MAX(MAX(hp->n_head, cnt_glu / 4), cnt_norm / 4), 4);
                 if (!zero)
                         return -ENOMEM;
                 if ((r = qvk_buffer_upload(s->cnt, 0, zero, (uint64_t) hp->n_head * 4)) < 0 ||
                     (r = qvk_buffer_upload(s->cnt_glu, 0, zero, cnt_glu)) < 0 ||
-                    (r = qvk_buffer_upload(s->cnt_norm, 0, zero, 16)) < 0)
+                    (r = qvk_buffer_upload(s->cnt_norm, 0, zero, cnt_norm)) < 0)
                         return r;
         }
         *ret = TAKE_PTR(s);
@@ -860,7 +860,8 @@ static bool epi_ok(LlamaVkSeq *s, const VkTensor *t, QvkMatvecEpi e, bool x_q8, 
 }
 
 /* wo or down of one token with the residual add and the next norm folded in: xout = xin + t·x,
- * xb = RMSNorm(xout) * the norm weights at w_off, and where xq_out also as int8 blocks there. */
+ * xb = RMSNorm(xout) * the norm weights at w_off, or where xq_out that as int8 blocks there
+ * instead (xb is then not written: nothing of the decode step reads it). */
 static int mm_norm(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBinding x, bool x_q8,
                    QvkBuffer *xin, QvkBuffer *xout, uint64_t w_off, QvkBuffer *xq_out) {
         LlamaVk *v = s->v;
@@ -869,7 +870,7 @@ static int mm_norm(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t,
                 B(xin, 0, (uint64_t) E * 4),
                 B(v->common, w_off, (uint64_t) E * 4),
                 B(s->xb, 0, (uint64_t) E * 4),
-                B(s->cnt_norm, 0, 16),
+                B(s->cnt_norm, 0, (2 * (uint64_t) DIV_ROUND_UP(E, 32u) + 1) * 4),
                 B(xq_out ? xq_out : s->scratch, 0, qvk_q8_bytes(E, 1)),
         };
         return qvk_matvec_epi(c, xq_out ? QVK_EPI_NORM_Q8 : QVK_EPI_NORM, t->wt, B(wbuf, t->off, t->bytes), E, t->k,

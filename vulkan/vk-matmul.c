@@ -525,6 +525,10 @@ bool qvk_matvec_epi_ok(QvkDevice *d, QvkMatvecEpi e, QvkWeightType wt, uint32_t 
                 return false;
         if (is_block_type(wt) && k % 32)
                 return false;
+        uint32_t wg, rows;
+        matvec_shape(x_q8, wt, k, &wg, &rows);
+        if (wg < 16)  /* NORM_Q8 finishes a block with 8 invocations each for two blocks */
+                return false;
         /* the kernel qvk_matmul() would pick for fp32 input, or qvk_matmul_q8() for int8 */
         return x_q8 ? qvk_matmul_wants_q8(d, wt, k, 1) : !use_int_dot(d, wt, 1);
 }

@@ -226,7 +226,8 @@ int qvk_matmul_q8(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_
  *  QVK_EPI_NORM     y = extra[0] + W x (a residual; y must not alias extra[0]), then, once all of
  *                   y is written, extra[2] = y / rms(y) * extra[1] (RMSNorm with eps); extra[3]:
  *                   one counter as above.
- *  QVK_EPI_NORM_Q8  that, and extra[2] also as int8 blocks into extra[4]. m % 32 == 0.
+ *  QVK_EPI_NORM_Q8  that input as int8 blocks into extra[4] only (extra[2] is not written);
+ *                   extra[3]: 2 * m/32 + 1 words, zero at the start. m % 32 == 0.
  * qvk_matvec_epi_ok() says whether the device and shape take it (fp32 or int8 activations
  * matching the kernel choice of qvk_matmul(), no extended format, 8/16-bit storage); else
  * qvk_matvec_epi() returns -EOPNOTSUPP and the caller runs the op on its own. */

@@ -95,13 +95,13 @@ static void check(const char *path, QdPrecision p, double bound, const char *wha
             (r = run_vk(v, true, tok, V, on, &n_on)) >= 0)
                 r = run_vk(v, false, tok, V, off, &n_off);
         if (r < 0) {
-                printf("  %-44s %s  FAILED\n", what, strerror(-r));
+                printf("  %-22s %s  FAILED\n", what, strerror(-r));
                 failures++;
         } else {
                 double e_on = worst_nmse(on, ref, V), e_off = worst_nmse(off, ref, V);
                 bool ok = e_on < bound && e_off < bound && n_off == n_on + 3 * L;
-                printf("  %-44s nmse fused %.3g, unfused %.3g (bound %.3g); dispatches %u / %u%s\n", what, e_on,
-                       e_off, bound, n_on, n_off, ok ? "" : "  FAILED");
+                printf("  %-22s nmse fused %.3g, unfused %.3g (bound %.3g), between %.2g; dispatches %u / %u%s\n",
+                       what, e_on, e_off, bound, worst_nmse(on, off, V), n_on, n_off, ok ? "" : "  FAILED");
                 failures += !ok;
         }
         v = llama_vk_free(v);
