@@ -16,11 +16,13 @@
 //         y; the last such block (one more counter) sums those and multiplies every block's
 //         scale by 1 / rms(y) (u * c quantizes to the same int8 values as u, scale times c).
 // Counters start at 0; their last workgroup sets them back to 0 for the next dispatch.
-// Memory model: y, the blocks and the counters are coherent; every workgroup's writes are
-// released at device scope (a barrier with device-scope acquire-release semantics) before one
-// invocation increments a counter with acquire-release semantics, and the workgroup that saw
-// the last increment acquires them the same way before it reads them. Nothing relies on a
-// coherent L1 or on lavapipe's ordering.
+// Memory model: y, the blocks and the counters are coherent. Invocation 0 writes the
+// workgroup's rows of y itself and then increments the counter with device-scope
+// acquire-release semantics (which releases its own writes: no device-scope barrier for the
+// whole workgroup on the common path); a workgroup that finishes acquires through that atomic
+// and passes it on to its other invocations with a barrier of device-scope acquire-release
+// semantics; writes of several invocations are released the same way before the next counter.
+// Nothing relies on a coherent L1 or on lavapipe's ordering.
 // Bindings: 2 Y; GLU+Q8: 3 counters, 4 int8 blocks; NORM: 3 xin, 4 nw, 5 xb, 6 counters (NORM:
 // one; NORM+Q8: m/32 + 1, then m/32 floats), 7 int8 blocks (Q8). The includer declares pc
 // (types.glsl), WG, NR, NC and red (reduce.glsl).
@@ -85,8 +87,8 @@ Q8_BLOCK_FN(q8_block_y, y4)
 #endif
 #endif
 
-#if defined(GLU)
-shared float epi_s[NR];
+#if defined(GLU) || defined(EPI_LAST)
+shared float epi_s[NR];  // the workgroup's results
 #endif
 
 // First output row of this workgroup.
@@ -182,18 +184,17 @@ shared float nq_d[16];      // per lane: its block's scale
 // (one packed word) each.
 void norm_q8(uint row0, uint tid) {
     uint nb = pc.m / 32u, b0 = row0 / 32u, nbl = min(row0 + NRO - 1u, pc.m - 1u) / 32u - b0 + 1u;
-    epi_barrier();
-    if (tid < nbl) {
-        uint b = b0 + tid, rows = (32u * b + 31u) / NRO - (32u * b) / NRO + 1u;  // workgroups of b
-        nq_fin[tid] = atomicAdd(cnt[b], 1u, gl_ScopeDevice, gl_StorageSemanticsBuffer, gl_SemanticsAcquireRelease) ==
-                      rows - 1u;
-    } else if (tid < 2u) {
-        nq_fin[tid] = false;
-    }
-    epi_barrier();
+    if (tid == 0u)
+        for (uint j = 0u; j < 2u; j++) {
+            uint b = b0 + j, rows = (32u * b + 31u) / NRO - (32u * b) / NRO + 1u;  // workgroups of b
+            nq_fin[j] = j < nbl && atomicAdd(cnt[b], 1u, gl_ScopeDevice, gl_StorageSemanticsBuffer,
+                                             gl_SemanticsAcquireRelease) == rows - 1u;
+        }
+    barrier();
     uint nfin = uint(nq_fin[0]) + uint(nq_fin[1]);
     if (nfin == 0u)
         return;
+    epi_barrier();  // the other workgroups' y, acquired by invocation 0
     uint i = tid / 8u, lane = tid % 8u, b = b0 + min(i, 1u);
     bool mine = tid < 16u && nq_fin[min(i, 1u)];
     vec4 u = vec4(0.0);
@@ -249,6 +250,7 @@ void norm_q8(uint row0, uint tid) {
 // Stores the workgroup's results (result j in invocation j < NR * NC, from reduce_all()) and
 // runs the epilogue. Called by every invocation of a workgroup with row0 < m.
 void epi_store(uint row0, uint tid, float t) {
+#if !defined(EPI_LAST)
 #if defined(GLU)
     if (tid < NR)
         epi_s[tid] = t;
@@ -257,9 +259,6 @@ void epi_store(uint row0, uint tid, float t) {
         float g = epi_s[tid];
         y[row0 + tid] = g / (1.0 + exp(-g)) * epi_s[NRO + tid];
     }
-#elif defined(NORM)
-    if (tid < NR && row0 + tid < pc.m)
-        y[row0 + tid] = xin[row0 + tid] + t;
 #else
     if (tid < NR * NC) {
         uint r = tid / NC, c = tid % NC;
@@ -267,28 +266,43 @@ void epi_store(uint row0, uint tid, float t) {
             y[c * pc.m + row0 + r] = t;
     }
 #endif
+#else
+    // invocation 0 writes the rows and counts them (see the memory model above)
+    if (tid < NR)
+        epi_s[tid] = t;
+    barrier();
+    if (tid == 0u)
+        for (uint r = 0u; r < NRO; r++)
+            if (row0 + r < pc.m) {
+#if defined(GLU)
+                float g = epi_s[r];
+                y[row0 + r] = g / (1.0 + exp(-g)) * epi_s[NRO + r];
+#else
+                y[row0 + r] = xin[row0 + r] + epi_s[r];
+#endif
+            }
 #if defined(NORM) && defined(Q8)
     norm_q8(row0, tid);
-#elif defined(EPI_LAST)
-#if defined(NORM)
-    uint ci = 0u, total = (pc.m + NRO - 1u) / NRO;  // all workgroups with rows
-#else
-    uint ci = row0 / 32u, total = 32u / NRO;         // the workgroups of one block of 32
-#endif
-    epi_barrier();
+#elif defined(NORM)
+    uint total = (pc.m + NRO - 1u) / NRO;  // all workgroups with rows
     if (tid == 0u)
-        epi_last = atomicAdd(cnt[ci], 1u, gl_ScopeDevice, gl_StorageSemanticsBuffer, gl_SemanticsAcquireRelease) ==
+        epi_last = atomicAdd(cnt[0], 1u, gl_ScopeDevice, gl_StorageSemanticsBuffer, gl_SemanticsAcquireRelease) ==
                    total - 1u;
-    epi_barrier();
+    barrier();
     if (!epi_last)
         return;
-#if defined(NORM)
+    epi_barrier();  // the other workgroups' y, acquired by invocation 0
     norm_finish(tid);
+    if (tid == 0u)
+        cnt[0] = 0u;  // ready for the next dispatch
 #else
-    if (tid == 0u)
+    // GLU+Q8: the last of the block's workgroups quantizes it, all in invocation 0
+    uint ci = row0 / 32u;
+    if (tid == 0u &&
+        atomicAdd(cnt[ci], 1u, gl_ScopeDevice, gl_StorageSemanticsBuffer, gl_SemanticsAcquireRelease) == 32u / NRO - 1u) {
         q8_block_y(ci, pc.m / 32u);
-#endif
-    if (tid == 0u)
         cnt[ci] = 0u;  // ready for the next dispatch
+    }
+#endif
 #endif
 }
