@@ -76,8 +76,8 @@ struct LlamaVk {
         QvkPipeline *p_norm_wide, *p_add_norm_wide; /* one row over many workgroups (decode) */
         QvkPipeline *p_attn_dec, *p_attn_dec_rope, *p_attn_dec_rope_q8; /* decode attention, one dispatch */
         /* decode: SiLU·up and the residual add + RMSNorm folded into the matrix-vector products
-         * before them (qvk_matvec_epi); off with $QUANTD_VK_DISABLE_FUSION=1 */
-        bool fusion;
+         * before them (qvk_matvec_epi): LLAMA_VK_FUSE_* bits, $QUANTD_VK_DISABLE_FUSION */
+        unsigned fusion;
 };
 
 struct LlamaVkSeq {

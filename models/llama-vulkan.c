@@ -53,11 +53,12 @@ int llama_vk_seq_stats(LlamaVkSeq *s, bool decode, uint32_t *ret_dispatches, uin
         return 0;
 }
 
-void llama_vk_set_fusion(LlamaVk *v, bool on) {
+void llama_vk_set_fusion(LlamaVk *v, unsigned which) {
+        which &= LLAMA_VK_FUSE_ALL;
         pthread_mutex_lock(&v->lock);
-        if (v->fusion != on)
+        if (v->fusion != which)
                 v->generation++;  /* every sequence re-records */
-        v->fusion = on;
+        v->fusion = which;
         pthread_mutex_unlock(&v->lock);
 }
 
@@ -655,9 +656,13 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
                     (r = qvk_pipeline_get(d, decr, &hp->head_dim, 1, 9, 32, &v->p_attn_dec_rope)) < 0)
                         return r;
         }
-        /* $QUANTD_VK_DISABLE_FUSION=1: the decode step without the products' epilogues (for
-         * comparisons; qvk_matvec_epi) */
-        v->fusion = !streq_ptr(getenv("QUANTD_VK_DISABLE_FUSION"), "1");
+        /* $QUANTD_VK_DISABLE_FUSION=1: the decode step without the products' epilogues, =glu or
+         * =norm without that one (for comparisons; qvk_matvec_epi) */
+        const char *nofuse = getenv("QUANTD_VK_DISABLE_FUSION");
+        v->fusion = streq_ptr(nofuse, "1")      ? 0
+                    : streq_ptr(nofuse, "glu")  ? LLAMA_VK_FUSE_NORM
+                    : streq_ptr(nofuse, "norm") ? LLAMA_VK_FUSE_GLU
+                                                : LLAMA_VK_FUSE_ALL;
         if (v->p_norm_wide && qvk_device_features(d)->int_dot && hp->n_ff % 32 == 0 &&
             !streq_ptr(getenv("QUANTD_VK_NO_FUSE_Q8"), "1")) {
                 const uint32_t wg32[] = { 32 };
@@ -854,7 +859,7 @@ static QvkBuffer *xq_other(LlamaVkSeq *s, QvkBuffer *xq) {
 static bool epi_ok(LlamaVkSeq *s, const VkTensor *t, QvkMatvecEpi e, bool x_q8, uint32_t n) {
         bool glu = e == QVK_EPI_GLU || e == QVK_EPI_GLU_Q8;
 
-        return n == 1 && s->v->fusion && t->own.n_parts == 0 && t->n_seg == 0 &&
+        return n == 1 && (s->v->fusion & (glu ? LLAMA_VK_FUSE_GLU : LLAMA_VK_FUSE_NORM)) && t->own.n_parts == 0 && t->n_seg == 0 &&
                t->bytes <= qvk_device_features(s->v->d)->max_storage_buffer_range && (!glu || t->m % 2 == 0) &&
                qvk_matvec_epi_ok(s->v->d, e, t->wt, glu ? t->m / 2 : t->m, t->k, x_q8);
 }

@@ -109,9 +109,16 @@ int llama_vk_seq_profile(LlamaVkSeq *s, bool decode, const char *const **ret_nam
 /* Dispatches and pipeline barriers of the last decode (decode) or prefill recording; -ENODATA
  * before the first. */
 int llama_vk_seq_stats(LlamaVkSeq *s, bool decode, uint32_t *ret_dispatches, uint32_t *ret_barriers);
-/* Turns the decode step's fused epilogues (qvk_matvec_epi) on or off for the next recordings
- * ($QUANTD_VK_DISABLE_FUSION=1 sets the initial state off): the benchmark's A/B in one run. */
-void llama_vk_set_fusion(LlamaVk *v, bool on);
+/* Which of the decode step's fused epilogues (qvk_matvec_epi) the next recordings use: SiLU·up
+ * in the gate/up product, the residual add + RMSNorm in the wo and down products. Initially
+ * both; $QUANTD_VK_DISABLE_FUSION=1 none, =glu or =norm all but that one. The benchmark's A/B
+ * in one run. */
+enum {
+        LLAMA_VK_FUSE_GLU = 1 << 0,
+        LLAMA_VK_FUSE_NORM = 1 << 1,
+        LLAMA_VK_FUSE_ALL = LLAMA_VK_FUSE_GLU | LLAMA_VK_FUSE_NORM,
+};
+void llama_vk_set_fusion(LlamaVk *v, unsigned which);
 /* Downloads the logits of the last evaluated token (n_vocab floats). */
 int llama_vk_seq_logits(LlamaVkSeq *s, float *logits);
 int llama_vk_seq_eval(LlamaVkSeq *s, const int32_t *tokens, size_t n, bool want_logits,

@@ -3,14 +3,14 @@
  * 16 GB file is written), in F16, Q8_0 and Q4_0. Not a test: run by hand on the GPU machine.
  *   quantd-engine-bench [--layers N] [--embd N] [--ff N] [--heads N] [--kv-heads N]
  *                       [--vocab N] [--pp N] [--tg N] [--reps N] [--batch N] [--device SEL]
- *                       [--precision fp16|int8|int4] [--decode-only] [--fusion on|off|both]
+ *                       [--precision fp16|int8|int4] [--decode-only] [--fusion on|off|both|each]
  * --batch N adds a batched decode measurement: N sequences stepped together for tg steps
  * (llama_vk_batch_eval), tokens/s summed over the N sequences. --kmix: the weights in llama.cpp's
  * Q4_K_M mix (Q4_K, Q6_K; bench_model_kmix), measured in their as-stored int4 variant only.
  * --decode-only: tg only (no pp measurement, no profile). --fusion: the decode step with its
- * fused epilogues on, off (as $QUANTD_VK_DISABLE_FUSION=1) or both, one after the other on the
- * same weights (llama_vk_set_fusion); each tg line also gives the dispatches and barriers of
- * one decode step's recording. */
+ * fused epilogues on, off (as $QUANTD_VK_DISABLE_FUSION=1), both, or each (on, SiLU·up only,
+ * add + norm only, off), one after the other on the same weights (llama_vk_set_fusion); each tg
+ * line also gives the dispatches and barriers of one decode step's recording. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -139,8 +139,23 @@ int main(int argc, char **argv) {
         }
         if (!L || !E || !F || !H || !HKV || !V || pp < 2 || !tg || !reps || E % H || H % HKV)
                 return 2;
-        if (fusion && !streq(fusion, "on") && !streq(fusion, "off") && !streq(fusion, "both"))
-                return fprintf(stderr, "--fusion takes on, off or both\n"), 2;
+        static const struct {
+                const char *name;
+                unsigned which;
+        } fmodes[] = {
+                { "on", LLAMA_VK_FUSE_ALL },
+                { "silu-only", LLAMA_VK_FUSE_GLU },
+                { "norm-only", LLAMA_VK_FUSE_NORM },
+                { "off", 0 },
+        };
+        /* the modes of --fusion: [first, last) of fmodes */
+        size_t fm0 = 0, fm1 = 1;
+        if (fusion && streq(fusion, "off"))
+                fm0 = 3, fm1 = 4;
+        else if (fusion && (streq(fusion, "both") || streq(fusion, "each")))
+                fm1 = 4;
+        else if (fusion && !streq(fusion, "on"))
+                return fprintf(stderr, "--fusion takes on, off, both or each\n"), 2;
 
         _cleanup_(bench_model_donep) BenchModel bm = {};
         r = bench_model_init(&bm, L, E, F, H, HKV, V);
@@ -191,18 +206,20 @@ int main(int argc, char **argv) {
                 printf("%s: weights %.2f GiB, built in %.1f s; kernels: n=1 %s", qd_precision_to_string(p),
                        llama_vk_variant_bytes(v, p) / 1073741824.0, bench_now() - t0, qvk_matmul_kernel(d, wt, false, E, 1));
                 printf(", n=%u %s\n", pp, qvk_matmul_kernel(d, wt, false, E, pp));
-                for (int fu = 0; fu < 2; fu++) {
-                        /* fu 0: fusion on, or as set; fu 1: off, with --fusion both */
-                        if (fusion && (fu == 1 ? streq(fusion, "both") : true))
-                                llama_vk_set_fusion(v, fu == 0 && !streq(fusion, "off"));
-                        else if (fu == 1)
-                                break;
+                for (size_t fu = fm0; fu < fm1; fu++) {
+                        /* both: on and off only */
+                        if (fusion && streq(fusion, "both") && (fu == 1 || fu == 2))
+                                continue;
+                        if (fusion)
+                                llama_vk_set_fusion(v, fmodes[fu].which);
                         double pp_tps, tg_tps;
                         uint32_t nd, nbar;
                         r = measure(v, tokens, decode_only ? 0 : pp, tg, reps, &pp_tps, &tg_tps, &nd, &nbar);
                         if (r < 0)
                                 return fprintf(stderr, "pp/tg: %s\n", strerror(-r)), 1;
-                        const char *fs = fusion ? (fu == 0 && !streq(fusion, "off") ? " fusion on" : " fusion off") : "";
+                        char fs[32] = "";
+                        if (fusion)
+                                snprintf(fs, sizeof(fs), " fusion %s", fmodes[fu].name);
                         if (decode_only)
                                 printf("RESULT %s tg%u %.1f tok/s%s, decode step %u dispatches %u barriers\n",
                                        qd_precision_to_string(p), tg, tg_tps, fs, nd, nbar);

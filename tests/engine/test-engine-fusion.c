@@ -51,7 +51,7 @@ static int run_vk(LlamaVk *v, bool fusion, const int32_t *tok, uint32_t V, float
         uint32_t barriers;
         int r;
 
-        llama_vk_set_fusion(v, fusion);
+        llama_vk_set_fusion(v, fusion ? LLAMA_VK_FUSE_ALL : 0);
         if ((r = llama_vk_seq_new(v, N_CTX, &s)) < 0 ||
             (r = llama_vk_seq_eval(s, tok, N_PROMPT, false, NULL, NULL, NULL)) < 0)
                 return r;
