@@ -47,8 +47,8 @@ layout(std430, binding = 2) writeonly buffer Y { float y[]; };
 #if defined(NORM)
 layout(std430, binding = 3) readonly buffer ResIn { float xin[]; };
 layout(std430, binding = 4) readonly buffer NormW { float nw[]; };
-layout(std430, binding = 5) coherent buffer NormOut { float xb[]; };  // read back for Q8
-layout(std430, binding = 5) coherent buffer NormOut4 { vec4 xb4[]; };
+layout(std430, binding = 5) writeonly buffer NormOut { float xb[]; };  // NORM without Q8
+layout(std430, binding = 5) writeonly buffer NormOut4 { vec4 xb4[]; };
 layout(std430, binding = 4) readonly buffer NormW4 { vec4 nw4[]; };
 layout(std430, binding = 6) coherent buffer Cnt { uint cnt[]; };
 layout(std430, binding = 6) coherent buffer CntF { float cntf[]; };  // NORM+Q8: block sums of squares
