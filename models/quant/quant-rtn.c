@@ -159,6 +159,36 @@ static double group_error(QdQuantType t, const QdGroupScale *s, const float *x, 
         }
 }
 
+#define MAX_CANDIDATES 96
+
+/* group_error() of nc candidate scales d[] of Q8_0/Q4_0 (m = 0) at once: lanes are candidates,
+ * and each lane sums its group in index order with the same operations, so every error equals
+ * group_error()'s bit for bit while the candidates share the loads and the vector units (the
+ * range search's whole cost; GPTQ and AWQ run it for every group). nc ≤ MAX_CANDIDATES. */
+__attribute__((target_clones("avx2", "default")))
+static void group_errors_symmetric(QdQuantType t, const float *d, size_t nc, const float *x, const float *w,
+                                   size_t n, double *ret) {
+        float id[MAX_CANDIDATES], lo = t == QD_QTYPE_Q8_0 ? -127.0f : -8.0f, hi = t == QD_QTYPE_Q8_0 ? 127.0f : 7.0f;
+        double e[MAX_CANDIDATES];
+        size_t np = ALIGN_TO(nc, (size_t) 8);
+        float dp[MAX_CANDIDATES];
+        for (size_t k = 0; k < np; k++) {
+                dp[k] = k < nc ? d[k] : 0.0f;
+                id[k] = inv(dp[k]);
+                e[k] = 0.0;
+        }
+        for (size_t i = 0; i < n; i++) {
+                float xi = x[i], wi = w ? w[i] : 1.0f;
+                for (size_t k = 0; k < np; k++) {
+                        float c = round_ne(CLAMP(xi * id[k], lo, hi));
+                        float r = xi - (dp[k] * c + 0.0f);
+                        e[k] += wi * r * r;
+                }
+        }
+        for (size_t k = 0; k < nc; k++)
+                ret[k] = e[k];
+}
+
 /* Weighted least-squares refit of (d, m) for the codes that s gives; m only for Q4_1. */
 static bool refit(QdQuantType t, const QdGroupScale *s, const float *x, const float *w, size_t n,
                   QdGroupScale *ret) {
@@ -339,6 +369,23 @@ int qd_quant_group_scale(const QdQuantParams *p, const float *x, const float *w,
                                 }
                         }
                 }
+        } else if ((t == QD_QTYPE_Q4_0 || t == QD_QTYPE_Q8_0) && 2 * (grid + 1) <= MAX_CANDIDATES) {
+                /* The same candidates in the same order as the loop below, errors all at once. */
+                float d[MAX_CANDIDATES];
+                double err[MAX_CANDIDATES];
+                size_t nc = 0;
+                for (unsigned i = 0; i <= grid; i++) {
+                        float f = 1.0f - (1.0f - fmin) * (float) i / (float) grid;
+                        d[nc++] = scale_symmetric(t, ext, f).d;
+                        if (t == QD_QTYPE_Q4_0)
+                                d[nc++] = fp16_round(ext * f / 7.0f);
+                }
+                group_errors_symmetric(t, d, nc, x, w, n, err);
+                for (size_t k = 0; k < nc; k++)
+                        if (err[k] < best_err) {
+                                best_err = err[k];
+                                best = (QdGroupScale) { d[k], 0.0f };
+                        }
         } else {
                 for (unsigned i = 0; i <= grid; i++) {
                         float f = 1.0f - (1.0f - fmin) * (float) i / (float) grid;
