@@ -222,6 +222,7 @@ int main(int argc, char **argv) {
         const char *only = NULL;
         int c;
 
+        qd_blas_tune_process(argv);
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0)
                 switch (c) {
                 case 't': threads = (unsigned) strtoul(optarg, NULL, 10); break;
@@ -240,7 +241,9 @@ int main(int argc, char **argv) {
                 usage(stderr);
                 return EXIT_FAILURE;
         }
-        printf("layer: n_embd %zu, n_ff %zu, k/v rows %zu, rows × %.3g; %u threads\n", E, F, kv, frac, threads);
+        const char *ct = getenv("OPENBLAS_CORETYPE");
+        printf("layer: n_embd %zu, n_ff %zu, k/v rows %zu, rows × %.3g; %u threads; OpenBLAS %s kernels%s\n", E, F, kv,
+               frac, threads, openblas_get_corename(), ct ? " (OPENBLAS_CORETYPE)" : "");
         if (!only || !strcmp(only, "gptq"))
                 bench_gptq(E, F, kv, hess_tok, threads, frac);
         if (!only || !strcmp(only, "awq"))

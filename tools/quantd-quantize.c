@@ -10,6 +10,7 @@
 
 #include "eval.h"
 #include "ggml-types.h"
+#include "quant.h"
 
 static void usage(FILE *f) {
         fputs("Usage: quantd-quantize IN.gguf OUT.gguf --type q8_0|q4_0|q4_1|q4_k_m|q5_k_m|q4_k|q6_k\n"
@@ -155,6 +156,7 @@ int main(int argc, char **argv) {
         struct timespec t0;
         int c, r;
 
+        qd_blas_tune_process(argv); /* GPTQ/AWQ: OpenBLAS's kernels for this CPU */
         clock_gettime(CLOCK_MONOTONIC, &t0);
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0)
                 switch (c) {

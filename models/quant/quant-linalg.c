@@ -8,9 +8,13 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "macro.h"
 #include "quant-internal.h"
+#include "quant.h"
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 
@@ -21,6 +25,39 @@ static void blas_single(void) {
 
 void qd_blas_init(void) {
         pthread_once(&blas_once, blas_single);
+}
+
+const char *qd_blas_better_coretype(void) {
+        /* What OpenBLAS's DYNAMIC_ARCH build picks for a CPU it does not know (0.3.21 takes an
+         * Emerald Rapids Xeon, family 6 model 207, for a Prescott: SSE3 kernels at a third of
+         * the AVX-512 speed). */
+        static const char *const generic[] = { "Prescott", "Core2", "Penryn", "Dunnington", "Nehalem",
+                                                "Atom", "Sandybridge", "Barcelona", "Opteron", "Bobcat" };
+        const char *core = openblas_get_corename();
+        bool slow = false;
+        __builtin_cpu_init();
+        if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+                return NULL;
+        for (size_t i = 0; core && i < ELEMENTSOF(generic); i++)
+                slow = slow || strcasecmp(core, generic[i]) == 0;
+        if (!slow)
+                return NULL;
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") ?
+                       "SkylakeX" :
+                       "Haswell";
+}
+
+void qd_blas_tune_process(char **argv) {
+        const char *ct = qd_blas_better_coretype();
+        if (!ct || getenv("OPENBLAS_CORETYPE"))
+                return;
+        /* OpenBLAS reads both when it is loaded: start again with them. One thread per call is
+         * what qd_blas_init() sets anyway; here it also spares OpenBLAS's idle pool. */
+        if (setenv("OPENBLAS_CORETYPE", ct, 1) < 0 || setenv("OPENBLAS_NUM_THREADS", "1", 0) < 0)
+                return;
+        execv("/proc/self/exe", argv);
+        unsetenv("OPENBLAS_CORETYPE"); /* could not: go on with the slow kernels */
 }
 
 #define NB 128 /* tile edge of the blocked factorisation and inverse */
