@@ -185,7 +185,7 @@ static double group_error(QdQuantType t, const QdGroupScale *s, const float *x, 
  * and each lane sums its group in index order with the same operations, so every error equals
  * group_error()'s bit for bit while the candidates share the loads and the vector units (the
  * range search's whole cost; GPTQ and AWQ run it for every group). nc ≤ MAX_CANDIDATES. */
-__attribute__((target_clones("avx2", "default")))
+__attribute__((target_clones("avx512f", "avx2", "default")))
 static void group_errors_symmetric(QdQuantType t, const float *d, size_t nc, const float *x, const float *w,
                                    size_t n, double *ret) {
         float id[MAX_CANDIDATES], lo = t == QD_QTYPE_Q8_0 ? -127.0f : -8.0f, hi = t == QD_QTYPE_Q8_0 ? 127.0f : 7.0f;
