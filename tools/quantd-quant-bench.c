@@ -134,10 +134,12 @@ static int bench_gptq(size_t E, size_t F, size_t kv, size_t n_tok, unsigned thre
         return 0;
 }
 
+static bool awq_exact;
+
 static double bench_awq_group(const char *label, const float *x, size_t n_tok, size_t cols, const size_t *rows,
                               size_t n, unsigned threads, double frac) {
         QdQuantParams p = { .type = QD_QTYPE_Q4_0, .group_size = 32, .range = QD_RANGE_CLIP };
-        QdAwqOptions o = { .clip = true, .n_threads = threads };
+        QdAwqOptions o = { .clip = true, .n_threads = threads, .exact_search = awq_exact };
         QdAwqLinear lin[3];
         QdAwqResult res;
         float *s = alloc_f(cols);
@@ -192,7 +194,7 @@ static int bench_awq(size_t E, size_t F, size_t kv, size_t n_tok, unsigned threa
                 die("qd_quant_matrix", r);
         double to = now() - t0;
         printf("awq  %-12s %5zu × %-5zu %8.3f s (rtn-clip)\n", "attn_output", rows, E, to);
-        printf("awq layer: %.3f s\n", t + to);
+        printf("awq layer: %.3f s (%s α search)\n", t + to, awq_exact ? "exact" : "min-max, then exact around its minimum");
         free(w);
         free(dst);
         free(xe);
@@ -203,6 +205,7 @@ static int bench_awq(size_t E, size_t F, size_t kv, size_t n_tok, unsigned threa
 static void usage(FILE *f) {
         fputs("Usage: quantd-quant-bench [--threads N] [--only gptq|awq] [--rows-frac F]\n"
               "                          [--embd E] [--ff F] [--kv-rows K] [--hess-tokens N] [--awq-tokens N]\n"
+              "                          [--awq-exact-search]\n"
               "One layer of GPTQ and AWQ (Q4_0) on random data, seconds per part. --rows-frac scales\n"
               "every matrix's rows (the per-row work) for a quick run; default: TinyLlama-1.1B's layer.\n",
               f);
@@ -214,7 +217,7 @@ int main(int argc, char **argv) {
                 { "rows-frac", required_argument, NULL, 'r' }, { "embd", required_argument, NULL, 'e' },
                 { "ff", required_argument, NULL, 'f' }, { "kv-rows", required_argument, NULL, 'k' },
                 { "hess-tokens", required_argument, NULL, 'H' }, { "awq-tokens", required_argument, NULL, 'A' },
-                { "help", no_argument, NULL, 'h' }, {},
+                { "awq-exact-search", no_argument, NULL, 'X' }, { "help", no_argument, NULL, 'h' }, {},
         };
         unsigned threads = 1;
         size_t E = 2048, F = 5632, kv = 256, hess_tok = 8192, awq_tok = 512;
@@ -233,6 +236,7 @@ int main(int argc, char **argv) {
                 case 'k': kv = strtoul(optarg, NULL, 10); break;
                 case 'H': hess_tok = strtoul(optarg, NULL, 10); break;
                 case 'A': awq_tok = strtoul(optarg, NULL, 10); break;
+                case 'X': awq_exact = true; break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return EXIT_FAILURE;
                 }

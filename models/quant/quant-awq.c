@@ -216,6 +216,21 @@ static int set_tokens(AwqCtx *c, const float *x, size_t n, unsigned n_threads, f
         return 0;
 }
 
+/* s = mean|x|^α for grid point i, normalised by sqrt(max·min) as AWQ does so the scales centre
+ * on 1. */
+static void awq_grid_scales(const double *xmean, size_t cols, unsigned i, unsigned n_grid, float *s) {
+        float alpha = n_grid > 1 ? (float) i / (float) (n_grid - 1) : 0.0f;
+        double lo = INFINITY, hi = 0.0;
+        for (size_t j = 0; j < cols; j++) {
+                s[j] = (float) pow(xmean[j], alpha);
+                lo = MIN(lo, (double) s[j]);
+                hi = MAX(hi, (double) s[j]);
+        }
+        float norm = (float) sqrt(lo * hi);
+        for (size_t j = 0; j < cols; j++)
+                s[j] /= norm;
+}
+
 int qd_awq_quantize(const QdQuantParams *p, const QdAwqOptions *o, const float *x,
                     size_t n_samples, size_t cols, QdAwqLinear *lin, size_t n_lin,
                     float *ret_scales, QdAwqResult *ret) {
@@ -292,37 +307,72 @@ int qd_awq_quantize(const QdQuantParams *p, const QdAwqOptions *o, const float *
         if (r < 0)
                 return r;
 
-        /* Grid over α in [0, 1]; α = 0 gives s = 1, plain RTN, so the result never loses to it. */
-        double err_rtn = 0.0, best_err = INFINITY;
-        float best_alpha = 0.0f;
-        unsigned total_steps = n_grid + 1;
-        for (unsigned i = 0; i < n_grid; i++) {
-                float alpha = n_grid > 1 ? (float) i / (float) (n_grid - 1) : 0.0f;
-                double lo = INFINITY, hi = 0.0;
-                for (size_t j = 0; j < cols; j++) {
-                        s[j] = (float) pow(xmean[j], alpha);
-                        lo = MIN(lo, (double) s[j]);
-                        hi = MAX(hi, (double) s[j]);
+        /* Grid over α in [0, 1]; α = 0 gives s = 1, plain RTN, so the result never loses to it.
+         * Scored with p's range search (its clipping search: the final quantizer) either at every
+         * point (exact_search) or, by default, where min-max RTN of every point (AWQ's own search,
+         * a quarter of the cost) puts the minimum: there, at its neighbours, further along while
+         * the best scored point lies at the edge, and at α = 0. */
+        _cleanup_free_ double *err_x = malloc(n_grid * sizeof(double));
+        if (!err_x)
+                return -ENOMEM;
+        for (unsigned i = 0; i < n_grid; i++)
+                err_x[i] = NAN;
+        unsigned start = 0, total_steps = o->exact_search ? n_grid + 1 : n_grid + 8, steps = 0;
+        if (!o->exact_search) {
+                QdQuantParams mp = qp;
+                mp.range = QD_RANGE_MINMAX;
+                ctx.p = &mp;
+                double best_mm = INFINITY;
+                for (unsigned i = 0; i < n_grid; i++) {
+                        double err;
+                        awq_grid_scales(xmean, cols, i, n_grid, s);
+                        ctx.s = s;
+                        if ((r = awq_pass(&ctx, n_threads, &err)) < 0)
+                                return r;
+                        if (err < best_mm) {
+                                best_mm = err;
+                                start = i;
+                        }
+                        if (o->progress && o->progress(o->userdata, (double) ++steps / total_steps) != 0)
+                                return -ECANCELED;
                 }
-                /* AWQ normalises by sqrt(max·min) so the scales centre on 1. */
-                float norm = (float) sqrt(lo * hi);
-                for (size_t j = 0; j < cols; j++)
-                        s[j] /= norm;
-                double err;
+                ctx.p = &qp;
+        }
+        for (;;) {
+                /* the next point to score: all in order, or around the best scored so far */
+                unsigned next = n_grid, best = n_grid;
+                for (unsigned i = 0; i < n_grid; i++)
+                        if (!isnan(err_x[i]) && (best == n_grid || err_x[i] < err_x[best]))
+                                best = i;
+                if (o->exact_search) {
+                        for (unsigned i = 0; i < n_grid && next == n_grid; i++)
+                                if (isnan(err_x[i]))
+                                        next = i;
+                } else if (best == n_grid)
+                        next = start;
+                else if (best > 0 && isnan(err_x[best - 1]))
+                        next = best - 1;
+                else if (best + 1 < n_grid && isnan(err_x[best + 1]))
+                        next = best + 1;
+                else if (isnan(err_x[0]))
+                        next = 0;
+                if (next == n_grid)
+                        break;
+                awq_grid_scales(xmean, cols, next, n_grid, s);
                 ctx.s = s;
-                r = awq_pass(&ctx, n_threads, &err);
-                if (r < 0)
+                if ((r = awq_pass(&ctx, n_threads, &err_x[next])) < 0)
                         return r;
-                if (i == 0)
-                        err_rtn = err;
-                if (err < best_err) {
-                        best_err = err;
-                        best_alpha = alpha;
-                        memcpy(best_s, s, cols * sizeof(float));
-                }
-                if (o->progress && o->progress(o->userdata, (double) (i + 1) / total_steps) != 0)
+                if (o->progress && o->progress(o->userdata, MIN((double) ++steps / total_steps, 0.95)) != 0)
                         return -ECANCELED;
         }
+        double err_rtn = err_x[0], best_err = INFINITY;
+        float best_alpha = 0.0f;
+        for (unsigned i = 0; i < n_grid; i++)
+                if (err_x[i] < best_err) { /* NaN: not scored */
+                        best_err = err_x[i];
+                        best_alpha = n_grid > 1 ? (float) i / (float) (n_grid - 1) : 0.0f;
+                        awq_grid_scales(xmean, cols, i, n_grid, best_s);
+                }
 
         /* Scaled weights W·diag(s), clipped against the scaled inputs X/s: the Gram matrix of
          * each group's columns of X/s. */
