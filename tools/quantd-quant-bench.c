@@ -1,7 +1,8 @@
 /* quantd-quant-bench: one transformer layer of GPTQ and of AWQ (Q4_0, as `quantd-quantize
  * --method gptq|awq` runs them) on random weights, a random positive-definite Hessian and random
  * activations, timed per part. Default shape: TinyLlama-1.1B (n_embd 2048, n_ff 5632, 32 heads,
- * 4 KV heads). Uses only models/quant's public API, so the same source measures older trees. */
+ * 4 KV heads). Uses only models/quant's public API, so the same source measures older trees:
+ * -DBENCH_BEFORE_OPENBLAS builds it against the library before OpenBLAS (docs/PERFORMANCE.md). */
 #include <cblas.h>
 #include <errno.h>
 #include <getopt.h>
@@ -16,6 +17,14 @@
 static double now(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
+}
+
+/* CPU seconds of the whole process (all threads): on a machine shared with other work the wall
+ * time of a part says little, its CPU time what it costs. */
+static double cpu_now(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
         return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
 }
 
@@ -85,7 +94,7 @@ static int bench_gptq(size_t E, size_t F, size_t kv, size_t n_tok, unsigned thre
                 { "ffn_gate", F, 2 }, { "ffn_up", F, 2 }, { "ffn_down", E, 3 },
         };
         QdHessian *h[4] = {};
-        double t_hess = 0.0, t_total = 0.0;
+        double t_hess = 0.0, t_total = 0.0, c_total = 0.0;
         int r;
 
         for (int s = 0; s < 4; s++) {
@@ -117,29 +126,36 @@ static int bench_gptq(size_t E, size_t F, size_t kv, size_t n_tok, unsigned thre
                 if (!dst)
                         die("malloc", -ENOMEM);
                 bool first = i == 0 || lin[i - 1].site != lin[i].site;
-                double t0 = now();
+                double t0 = now(), c0 = cpu_now();
                 r = qd_gptq_quantize(&p, &o, w, rows, cols, h[lin[i].site], dst, NULL);
-                double t = now() - t0;
+                double t = now() - t0, c = cpu_now() - c0;
                 if (r < 0)
                         die("qd_gptq_quantize", r);
-                printf("gptq %-12s %5zu × %-5zu %8.3f s%s\n", lin[i].name, rows, cols, t,
+                printf("gptq %-12s %5zu × %-5zu %8.3f s %8.3f cpu-s%s\n", lin[i].name, rows, cols, t, c,
                        first ? " (with the factorisation of its Hessian)" : "");
                 t_total += t;
+                c_total += c;
                 free(w);
                 free(dst);
         }
         for (int s = 0; s < 4; s++)
                 qd_hessian_free(h[s]);
-        printf("gptq layer: %.3f s solve + %.3f s Hessians = %.3f s\n", t_total, t_hess, t_total + t_hess);
+        printf("gptq layer: %.3f s solve (%.3f cpu-s) + %.3f s Hessians = %.3f s\n", t_total, c_total, t_hess,
+               t_total + t_hess);
         return 0;
 }
 
-static bool awq_exact;
+static bool awq_fast;
+
+static double awq_cpu;
 
 static double bench_awq_group(const char *label, const float *x, size_t n_tok, size_t cols, const size_t *rows,
                               size_t n, unsigned threads, double frac) {
         QdQuantParams p = { .type = QD_QTYPE_Q4_0, .group_size = 32, .range = QD_RANGE_CLIP };
-        QdAwqOptions o = { .clip = true, .n_threads = threads, .exact_search = awq_exact };
+        QdAwqOptions o = { .clip = true, .n_threads = threads };
+#ifndef BENCH_BEFORE_OPENBLAS
+        o.fast_search = awq_fast;
+#endif
         QdAwqLinear lin[3];
         QdAwqResult res;
         float *s = alloc_f(cols);
@@ -155,13 +171,14 @@ static double bench_awq_group(const char *label, const float *x, size_t n_tok, s
                         die("malloc", -ENOMEM);
                 total_rows += nr;
         }
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         r = qd_awq_quantize(&p, &o, x, n_tok, cols, lin, n, s, &res);
-        double t = now() - t0;
+        double t = now() - t0, c = cpu_now() - c0;
         if (r < 0)
                 die("qd_awq_quantize", r);
-        printf("awq  %-12s %5zu × %-5zu %8.3f s (alpha %.2f, output error / RTN's %.3f)\n", label, total_rows, cols,
-               t, res.alpha, res.err_final / res.err_rtn);
+        awq_cpu += c;
+        printf("awq  %-12s %5zu × %-5zu %8.3f s %8.3f cpu-s (alpha %.2f, output error / RTN's %.3f)\n", label,
+               total_rows, cols, t, c, res.alpha, res.err_final / res.err_rtn);
         for (size_t i = 0; i < n; i++) {
                 free((void *) lin[i].w);
                 free(lin[i].dst);
@@ -189,12 +206,13 @@ static int bench_awq(size_t E, size_t F, size_t kv, size_t n_tok, unsigned threa
         void *dst = malloc(rows * rs);
         if (!dst)
                 die("malloc", -ENOMEM);
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         if ((r = qd_quant_matrix(&p, w, NULL, rows, E, threads, dst, NULL)) < 0)
                 die("qd_quant_matrix", r);
-        double to = now() - t0;
-        printf("awq  %-12s %5zu × %-5zu %8.3f s (rtn-clip)\n", "attn_output", rows, E, to);
-        printf("awq layer: %.3f s (%s α search)\n", t + to, awq_exact ? "exact" : "min-max, then exact around its minimum");
+        double to = now() - t0, co = cpu_now() - c0;
+        printf("awq  %-12s %5zu × %-5zu %8.3f s %8.3f cpu-s (rtn-clip)\n", "attn_output", rows, E, to, co);
+        printf("awq layer: %.3f s (%.3f cpu-s; %s α search)\n", t + to, awq_cpu + co,
+               awq_fast ? "min-max, then exact around its minimum" : "exact");
         free(w);
         free(dst);
         free(xe);
@@ -205,7 +223,7 @@ static int bench_awq(size_t E, size_t F, size_t kv, size_t n_tok, unsigned threa
 static void usage(FILE *f) {
         fputs("Usage: quantd-quant-bench [--threads N] [--only gptq|awq] [--rows-frac F]\n"
               "                          [--embd E] [--ff F] [--kv-rows K] [--hess-tokens N] [--awq-tokens N]\n"
-              "                          [--awq-exact-search]\n"
+              "                          [--awq-fast-search]\n"
               "One layer of GPTQ and AWQ (Q4_0) on random data, seconds per part. --rows-frac scales\n"
               "every matrix's rows (the per-row work) for a quick run; default: TinyLlama-1.1B's layer.\n",
               f);
@@ -217,7 +235,7 @@ int main(int argc, char **argv) {
                 { "rows-frac", required_argument, NULL, 'r' }, { "embd", required_argument, NULL, 'e' },
                 { "ff", required_argument, NULL, 'f' }, { "kv-rows", required_argument, NULL, 'k' },
                 { "hess-tokens", required_argument, NULL, 'H' }, { "awq-tokens", required_argument, NULL, 'A' },
-                { "awq-exact-search", no_argument, NULL, 'X' }, { "help", no_argument, NULL, 'h' }, {},
+                { "awq-fast-search", no_argument, NULL, 'X' }, { "help", no_argument, NULL, 'h' }, {},
         };
         unsigned threads = 1;
         size_t E = 2048, F = 5632, kv = 256, hess_tok = 8192, awq_tok = 512;
@@ -225,7 +243,9 @@ int main(int argc, char **argv) {
         const char *only = NULL;
         int c;
 
+#ifndef BENCH_BEFORE_OPENBLAS
         qd_blas_tune_process(argv);
+#endif
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0)
                 switch (c) {
                 case 't': threads = (unsigned) strtoul(optarg, NULL, 10); break;
@@ -236,7 +256,7 @@ int main(int argc, char **argv) {
                 case 'k': kv = strtoul(optarg, NULL, 10); break;
                 case 'H': hess_tok = strtoul(optarg, NULL, 10); break;
                 case 'A': awq_tok = strtoul(optarg, NULL, 10); break;
-                case 'X': awq_exact = true; break;
+                case 'X': awq_fast = true; break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return EXIT_FAILURE;
                 }

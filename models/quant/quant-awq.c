@@ -308,17 +308,17 @@ int qd_awq_quantize(const QdQuantParams *p, const QdAwqOptions *o, const float *
                 return r;
 
         /* Grid over α in [0, 1]; α = 0 gives s = 1, plain RTN, so the result never loses to it.
-         * Scored with p's range search (its clipping search: the final quantizer) either at every
-         * point (exact_search) or, by default, where min-max RTN of every point (AWQ's own search,
-         * a quarter of the cost) puts the minimum: there, at its neighbours, further along while
-         * the best scored point lies at the edge, and at α = 0. */
+         * Scored with p's range search (its clipping search: the final quantizer) at every point,
+         * or with fast_search where min-max RTN of every point (AWQ's own search, a quarter of
+         * the cost) puts the minimum: there, at its neighbours, further along while the best
+         * scored point lies at the edge, and at α = 0. */
         _cleanup_free_ double *err_x = malloc(n_grid * sizeof(double));
         if (!err_x)
                 return -ENOMEM;
         for (unsigned i = 0; i < n_grid; i++)
                 err_x[i] = NAN;
-        unsigned start = 0, total_steps = o->exact_search ? n_grid + 1 : n_grid + 8, steps = 0;
-        if (!o->exact_search) {
+        unsigned start = 0, total_steps = !o->fast_search ? n_grid + 1 : n_grid + 8, steps = 0;
+        if (o->fast_search) {
                 QdQuantParams mp = qp;
                 mp.range = QD_RANGE_MINMAX;
                 ctx.p = &mp;
@@ -344,7 +344,7 @@ int qd_awq_quantize(const QdQuantParams *p, const QdAwqOptions *o, const float *
                 for (unsigned i = 0; i < n_grid; i++)
                         if (!isnan(err_x[i]) && (best == n_grid || err_x[i] < err_x[best]))
                                 best = i;
-                if (o->exact_search) {
+                if (!o->fast_search) {
                         for (unsigned i = 0; i < n_grid && next == n_grid; i++)
                                 if (isnan(err_x[i]))
                                         next = i;

@@ -202,6 +202,8 @@ static void group_errors_symmetric(QdQuantType t, const float *d, size_t nc, con
                 double acc[16] = {};
                 for (size_t i = 0; i < n; i++) {
                         float xi = x[i], wi = w ? w[i] : 1.0f;
+                        /* a loop for the vectorizer: -O3 would unroll it into scalar code */
+#pragma GCC unroll 1
                         for (size_t k = 0; k < 16; k++) {
                                 float c = round_ne(CLAMP(xi * id[k0 + k], lo, hi));
                                 float r = xi - (dp[k0 + k] * c + 0.0f);
