@@ -3,16 +3,20 @@
  * tiles included, the same bits on 1 and 3 threads, -EDOM for an indefinite matrix), GPTQ's lazy
  * block updates as matrix products against column-by-column GPTQ in double, the RTN clipping
  * search's candidate batch against one-by-one errors, and AWQ's error through XᵀX (more tokens
- * than channels) against the error from the written blocks. */
+ * than channels) against the error from the written blocks. The seed is printed;
+ * QUANTD_TEST_SEED repeats a run. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ggml-types.h"
 #include "quant-internal.h"
 #include "quant.h"
 #include "test-quant-common.h"
+
+static uint64_t seed;
 
 /* A fresh SPD matrix: XᵀX/T of T = 2n correlated tokens with uneven channels, plus 1e-3·I. */
 static double *random_spd(Rng *rng, size_t n) {
@@ -100,7 +104,7 @@ static double *ref_hinv_upper(const double *h, size_t n) {
 }
 
 static void test_factorisation(size_t n) {
-        Rng rng = { 1000 + n };
+        Rng rng = { seed + 1000 + n };
         double *h = random_spd(&rng, n), *a = malloc(n * n * sizeof(double)), *b = malloc(n * n * sizeof(double));
         float *u1 = malloc(n * n * sizeof(float)), *u3 = malloc(n * n * sizeof(float));
         check(a && b && u1 && u3);
@@ -156,7 +160,7 @@ static void test_factorisation(size_t n) {
  * error against qd_gptq_quantize()'s lazy block updates in f32 matrix products. */
 static void test_gptq_vs_plain(void) {
         enum { ROWS = 80, N = 320, G = 32 };
-        Rng rng = { 77 };
+        Rng rng = { seed + 77 };
         double *h = random_spd(&rng, N);
         float *w = malloc(ROWS * N * sizeof(float)), *deq = malloc(ROWS * N * sizeof(float));
         float *deq_ref = malloc(ROWS * N * sizeof(float)), *x = malloc(N * N * sizeof(float));
@@ -237,7 +241,7 @@ static void test_gptq_vs_plain(void) {
 /* The clipping search scores its candidates in one batch: its choice has the least error among
  * the grid it searches, each error computed one by one in double. */
 static void test_clip_batch(void) {
-        Rng rng = { 5 };
+        Rng rng = { seed + 5 };
         for (int ti = 0; ti < 2; ti++) {
                 QdQuantType t = ti ? QD_QTYPE_Q8_0 : QD_QTYPE_Q4_0;
                 QdQuantParams p = { .type = t, .group_size = 32, .range = QD_RANGE_CLIP, .clip_grid = 20 };
@@ -277,7 +281,7 @@ static void test_clip_batch(void) {
  * the written blocks computed from the tokens in double. */
 static void test_awq_gram_path(void) {
         enum { ROWS = 48, COLS = 128, NS = 400 };
-        Rng rng = { 9 };
+        Rng rng = { seed + 9 };
         float *x = malloc(NS * COLS * sizeof(float)), *w = malloc(ROWS * COLS * sizeof(float));
         float *deq = malloc(ROWS * COLS * sizeof(float)), s[COLS], sig[COLS];
         uint8_t *q = malloc(ROWS * COLS);
@@ -313,6 +317,9 @@ static void test_awq_gram_path(void) {
 
 int main(void) {
         static const size_t sizes[] = { 1, 7, 128, 129, 300 };
+        const char *env = getenv("QUANTD_TEST_SEED");
+        seed = env ? strtoull(env, NULL, 0) : (uint64_t) time(NULL);
+        printf("seed %llu\n", (unsigned long long) seed);
         for (size_t i = 0; i < ELEMENTSOF(sizes); i++)
                 test_factorisation(sizes[i]);
         test_gptq_vs_plain();
