@@ -32,16 +32,19 @@ static inline __attribute__((always_inline)) double group_quad(const float *G, c
 }
 
 /* AWQ's auto_clip: per row and group clamp to ±T·absmax, T from a shrinking grid, keeping the T
- * with least output error on the scaled inputs. Writes the clamped weights into ws. */
+ * with least output error on the scaled inputs. Writes the clamped weights into ws and, if dst,
+ * their blocks: the scale and codes of the winning T are what qd_quant_row() would compute
+ * again (not for MINMAX, whose rows take ggml's codes). */
 CLONES static int clip_search(const QdQuantParams *p, const QdAwqOptions *o, const float *gram,
-                              float *ws, size_t cols) {
+                              float *ws, size_t cols, uint8_t *dst) {
         size_t g = p->group_size;
         unsigned grid = o->clip_grid ? o->clip_grid : 20;
         float shrink = o->clip_max_shrink > 0 ? o->clip_max_shrink : 0.5f;
         unsigned steps = (unsigned) (shrink * (float) grid);
         QdQuantParams mp = *p;
         float cand[128], deq[128], e[128], best[128];
-        int8_t codes[128];
+        int8_t codes[128], best_codes[128];
+        size_t bb = qd_quant_block_bytes(p->type, (unsigned) g);
 
         for (size_t k = 0; k < cols / g; k++) {
                 float *wg = ws + k * g;
@@ -49,9 +52,20 @@ CLONES static int clip_search(const QdQuantParams *p, const QdAwqOptions *o, con
                 float amax = 0.0f;
                 for (size_t j = 0; j < g; j++)
                         amax = MAX(amax, fabsf(wg[j]));
-                if (amax == 0.0f)
+                if (amax == 0.0f) {
+                        if (dst) {
+                                QdGroupScale s;
+                                int r = qd_quant_group_scale(&mp, wg, NULL, g, &s);
+                                if (r < 0)
+                                        return r;
+                                for (size_t j = 0; j < g; j++)
+                                        codes[j] = (int8_t) qd_quant_code(p->type, &s, wg[j]);
+                                qd_quant_pack_block(p->type, (unsigned) g, &s, codes, dst + k * bb);
+                        }
                         continue;
+                }
                 double best_err = INFINITY;
+                QdGroupScale best_s = {};
                 for (unsigned i = 0; i <= steps; i++) {
                         float T = amax * (1.0f - (float) i / (float) grid);
                         for (size_t j = 0; j < g; j++)
@@ -66,12 +80,16 @@ CLONES static int clip_search(const QdQuantParams *p, const QdAwqOptions *o, con
                                 e[j] = wg[j] - deq[j];
                         }
                         double err = group_quad(G, e, g);
-                        if (err < best_err) {
+                        if (i == 0 || err < best_err) { /* T = absmax first: never a stale best */
                                 best_err = err;
+                                best_s = s;
                                 memcpy(best, cand, g * sizeof(float));
+                                memcpy(best_codes, codes, g);
                         }
                 }
                 memcpy(wg, best, g * sizeof(float));
+                if (dst)
+                        qd_quant_pack_block(p->type, (unsigned) g, &best_s, best_codes, dst + k * bb);
         }
         return 0;
 }
@@ -104,13 +122,14 @@ static int awq_quant_row(AwqCtx *c, size_t gr, float *ws, float *e, uint8_t *q, 
         for (size_t j = 0; j < cols; j++)
                 ws[j] = w[j] * c->s[j];
         int r;
+        /* the clip search's blocks are the row's, except for MINMAX (ggml's codes) */
+        bool blocks = c->gram && c->p->range != QD_RANGE_MINMAX;
         if (c->gram) {
-                r = clip_search(c->p, c->o, c->gram, ws, cols);
+                r = clip_search(c->p, c->o, c->gram, ws, cols, blocks ? q : NULL);
                 if (r < 0)
                         return r;
         }
-        r = qd_quant_row(c->p, ws, NULL, cols, q);
-        if (r < 0)
+        if (!blocks && (r = qd_quant_row(c->p, ws, NULL, cols, q)) < 0)
                 return r;
         if (c->write && c->lin[l].dst)
                 memcpy((uint8_t *) c->lin[l].dst + i * c->row_bytes, q, c->row_bytes);
@@ -124,11 +143,12 @@ static int awq_quant_row(AwqCtx *c, size_t gr, float *ws, float *e, uint8_t *q, 
         return 0;
 }
 
-/* Rows per task: their errors E (rows × cols) meet the tokens in one matrix product. Fixed, so
- * that the result does not depend on the thread count. */
-#define AWQ_ROWS 64
+/* Rows per task: their errors E (rows × cols) meet the tokens in one matrix product; 32 keeps
+ * 16 threads busy on q/k/v's 2560 rows. Fixed, so that the result does not depend on the thread
+ * count. */
+#define AWQ_ROWS 32
 
-/* Rows [64·task, 64·task + 64): quantized, then their output errors from E·Xᵀ or E·XᵀX. */
+/* Rows [32·task, 32·task + 32): quantized, then their output errors from E·Xᵀ or E·XᵀX. */
 static int awq_rows(void *userdata, size_t task) {
         AwqCtx *c = userdata;
         size_t cols = c->cols, r0 = task * AWQ_ROWS, nr = MIN((size_t) AWQ_ROWS, c->row_start[c->n_lin] - r0);
