@@ -246,6 +246,7 @@ int main(int argc, char **argv) {
 #ifndef BENCH_BEFORE_OPENBLAS
         qd_blas_tune_process(argv);
 #endif
+        setvbuf(stdout, NULL, _IOLBF, 0); /* each part as it ends, also into a pipe */
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0)
                 switch (c) {
                 case 't': threads = (unsigned) strtoul(optarg, NULL, 10); break;
