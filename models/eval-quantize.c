@@ -586,7 +586,7 @@ int qd_quantize_file(const char *in_path, const char *out_path, const QdQuantize
         uint64_t n_type[_GGML_TYPE_MAX] = {}, q_elements = 0, q_bytes = 0;
 
         if (o->method == QD_QUANTIZE_AWQ) {
-                QdAwqOptions ao = { .clip = true, .n_threads = o->n_threads };
+                QdAwqOptions ao = { .clip = true, .n_threads = o->n_threads, .fast_search = o->awq_fast_search };
                 for (uint32_t l = 0; l < calib.n_layer; l++) {
                         r = report(o, 0.3 + 0.2 * l / calib.n_layer);
                         if (r < 0)

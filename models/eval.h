@@ -73,6 +73,7 @@ typedef struct QdQuantizeOptions {
         float gptq_damp;
         bool gptq_no_act_order;
         bool gptq_minmax;
+        bool awq_fast_search;   /* AWQ: QdAwqOptions.fast_search */
         /* Calibration (GPTQ, AWQ): tokens if given, else text (else a built-in English sample),
          * cut into n_samples windows of n_ctx tokens (0: 32 and 256). */
         const uint32_t *calib_tokens;

@@ -10,12 +10,14 @@
 
 #include "eval.h"
 #include "ggml-types.h"
+#include "quant.h"
 
 static void usage(FILE *f) {
         fputs("Usage: quantd-quantize IN.gguf OUT.gguf --type q8_0|q4_0|q4_1|q4_k_m|q5_k_m|q4_k|q6_k\n"
               "                       [--method rtn|rtn-clip|gptq|awq] [--calib FILE | --calib-random SEED]\n"
               "                       [--samples N] [--ctx L] [--device cpu|vulkan[:SELECT]]\n"
               "                       [--threads N] [--damp F] [--no-act-order] [--gptq-minmax]\n"
+              "                       [--awq-fast-search]\n"
               "       quantd-quantize --eval MODEL.gguf --text FILE [--ref REF.gguf] [--ctx 512]\n"
               "                       [--chunks N] [--json]\n", f);
 }
@@ -127,7 +129,7 @@ static void print_table(const char *model, const char *ref, const QdEvalReport *
 int main(int argc, char **argv) {
         enum { ARG_TYPE = 0x100, ARG_METHOD, ARG_CALIB, ARG_SAMPLES, ARG_CTX, ARG_EVAL, ARG_TEXT, ARG_REF,
                ARG_JSON, ARG_THREADS, ARG_CHUNKS, ARG_DAMP, ARG_NO_ACT_ORDER, ARG_GPTQ_MINMAX,
-               ARG_CALIB_RANDOM, ARG_DEVICE };
+               ARG_CALIB_RANDOM, ARG_DEVICE, ARG_AWQ_FAST };
         static const struct option opts[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "type", required_argument, NULL, ARG_TYPE },
@@ -146,6 +148,7 @@ int main(int argc, char **argv) {
                 { "damp", required_argument, NULL, ARG_DAMP },
                 { "no-act-order", no_argument, NULL, ARG_NO_ACT_ORDER },
                 { "gptq-minmax", no_argument, NULL, ARG_GPTQ_MINMAX },
+                { "awq-fast-search", no_argument, NULL, ARG_AWQ_FAST },
                 {}
         };
         const char *calib = NULL, *eval = NULL, *text = NULL, *ref = NULL;
@@ -155,6 +158,7 @@ int main(int argc, char **argv) {
         struct timespec t0;
         int c, r;
 
+        qd_blas_tune_process(argv); /* GPTQ/AWQ: OpenBLAS's kernels for this CPU */
         clock_gettime(CLOCK_MONOTONIC, &t0);
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0)
                 switch (c) {
@@ -179,6 +183,7 @@ int main(int argc, char **argv) {
                         break;
                 case ARG_NO_ACT_ORDER: qo.gptq_no_act_order = true; break;
                 case ARG_GPTQ_MINMAX: qo.gptq_minmax = true; break;
+                case ARG_AWQ_FAST: qo.awq_fast_search = true; break;
                 case ARG_METHOD:
                         qo.method = qd_quantize_method_from_string(optarg);
                         if (qo.method < 0) {

@@ -1,6 +1,7 @@
 /* GPTQ (Frantar et al. 2022): Hessian from calibration inputs, dampened Cholesky factor of its
  * inverse, column-by-column quantization with error compensation, lazy block updates and
  * optional activation order; rows run on worker threads. */
+#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -15,8 +16,13 @@
 struct QdHessian {
         size_t cols;
         size_t n;
-        double *h;              /* Σ x xᵀ (unscaled); qd_hessian_data() returns 2/N of it */
-        double *scaled;
+        /* Σ x xᵀ (unscaled), upper triangle: in doubles when summed here (qd_hessian_add), or as
+         * the f32 Gram matrices arrive from the Vulkan calibration (a quarter of the memory and
+         * of the copying; they were summed in f32 on the device). */
+        double *h;
+        float *gram;
+        double *scaled;         /* 2/N of it, both triangles, made when qd_hessian_data() asks */
+        bool scaled_ok;
         /* The last factorization (U of qd_gptq_quantize) and what it was made with: q/k/v and
          * gate/up read the same H, so it is made once for them. Changed by qd_gptq_quantize()
          * though h is const there: not for concurrent calls on one h. */
@@ -27,16 +33,12 @@ struct QdHessian {
 
 int qd_hessian_new(size_t cols, QdHessian **ret) {
         size_t nn;
-        if (cols == 0 || size_mul_overflow(cols, cols, &nn))
+        if (cols == 0 || size_mul_overflow(cols, cols, &nn) || nn > SIZE_MAX / sizeof(double))
                 return -EINVAL;
         QdHessian *h = calloc(1, sizeof(*h));
         if (!h)
                 return -ENOMEM;
         h->cols = cols;
-        h->h = calloc(nn, sizeof(double));
-        h->scaled = calloc(nn, sizeof(double));
-        if (!h->h || !h->scaled)
-                return qd_hessian_free(h), -ENOMEM;
         *ret = h;
         return 0;
 }
@@ -45,41 +47,38 @@ QdHessian *qd_hessian_free(QdHessian *h) {
         if (!h)
                 return NULL;
         free(h->h);
+        free(h->gram);
         free(h->scaled);
         free(h->u);
         free(h);
         return NULL;
 }
 
-#define SCALE_TILE 64
-
-typedef struct ScaleJob {
-        QdHessian *h;
-        const float *gram; /* added to h first when not NULL */
-} ScaleJob;
-
-/* Tile row t of the upper triangle: h += gram, scaled = 2/N · h in both triangles, tile by tile
- * so that the mirrored writes stay in cache. */
-static int scale_rows(void *userdata, size_t t) {
-        ScaleJob *j = userdata;
-        QdHessian *h = j->h;
-        size_t c = h->cols, i0 = t * SCALE_TILE, i1 = MIN(c, i0 + SCALE_TILE);
-        double f = h->n ? 2.0 / (double) h->n : 0.0;
-        for (size_t k0 = i0; k0 < c; k0 += SCALE_TILE) {
-                size_t k1 = MIN(c, k0 + SCALE_TILE);
-                for (size_t i = i0; i < i1; i++)
-                        for (size_t k = MAX(i, k0); k < k1; k++) {
-                                if (j->gram)
-                                        h->h[i * c + k] += j->gram[i * c + k];
-                                h->scaled[i * c + k] = h->scaled[k * c + i] = f * h->h[i * c + k];
-                        }
-        }
-        return 0;
+/* Σ x xᵀ at (i, j), i ≤ j. */
+static inline double hval(const QdHessian *h, size_t i, size_t j) {
+        return h->h ? h->h[i * h->cols + j] : h->gram ? (double) h->gram[i * h->cols + j] : 0.0;
 }
 
-static int hessian_scale(QdHessian *h, const float *gram, unsigned n_threads) {
-        ScaleJob j = { .h = h, .gram = gram };
-        return qd_parallel_for(DIV_ROUND_UP(h->cols, (size_t) SCALE_TILE), n_threads, scale_rows, &j);
+static void hessian_changed(QdHessian *h, size_t n_samples) {
+        h->n += n_samples;
+        h->scaled_ok = false;
+        h->u = mfree(h->u);
+}
+
+/* The double accumulator, holding what came as f32 so far. */
+static int hessian_to_double(QdHessian *h) {
+        size_t c = h->cols;
+        if (h->h)
+                return 0;
+        h->h = calloc(c * c, sizeof(double));
+        if (!h->h)
+                return -ENOMEM;
+        if (h->gram)
+                for (size_t i = 0; i < c; i++)
+                        for (size_t k = i; k < c; k++)
+                                h->h[i * c + k] = h->gram[i * c + k];
+        h->gram = mfree(h->gram);
+        return 0;
 }
 
 typedef struct HessianJob {
@@ -111,26 +110,54 @@ static int hessian_tile(void *userdata, size_t tile) {
 int qd_hessian_add(QdHessian *h, const float *x, size_t n_samples, unsigned n_threads) {
         if (!h || (!x && n_samples))
                 return -EINVAL;
-        size_t c = h->cols;
-        HessianJob j = { .h = h, .x = x, .n_samples = n_samples };
-        int r = qd_parallel_for(DIV_ROUND_UP(c, HESSIAN_TILE), n_threads, hessian_tile, &j);
+        int r = hessian_to_double(h);
         if (r < 0)
                 return r;
-        h->n += n_samples;
-        h->u = mfree(h->u);
-        return hessian_scale(h, NULL, n_threads);
+        HessianJob j = { .h = h, .x = x, .n_samples = n_samples };
+        r = qd_parallel_for(DIV_ROUND_UP(h->cols, HESSIAN_TILE), n_threads, hessian_tile, &j);
+        if (r < 0)
+                return r;
+        hessian_changed(h, n_samples);
+        return 0;
 }
 
 int qd_hessian_add_gram(QdHessian *h, const float *gram, size_t n_samples, unsigned n_threads) {
         if (!h || !gram)
                 return -EINVAL;
-        h->n += n_samples;
-        h->u = mfree(h->u);
-        return hessian_scale(h, gram, n_threads);
+        size_t c = h->cols;
+        if (h->h) {
+                for (size_t i = 0; i < c; i++)
+                        for (size_t k = i; k < c; k++)
+                                h->h[i * c + k] += gram[i * c + k];
+        } else if (h->gram) {
+                for (size_t i = 0; i < c; i++)
+                        for (size_t k = i; k < c; k++)
+                                h->gram[i * c + k] += gram[i * c + k];
+        } else {
+                h->gram = malloc(c * c * sizeof(float));
+                if (!h->gram)
+                        return -ENOMEM;
+                memcpy(h->gram, gram, c * c * sizeof(float));
+        }
+        hessian_changed(h, n_samples);
+        return 0;
 }
 
 const double *qd_hessian_data(const QdHessian *h) {
-        return h ? h->scaled : NULL;
+        if (!h)
+                return NULL;
+        QdHessian *m = (QdHessian *) h; /* made on demand, as u */
+        size_t c = h->cols;
+        if (!m->scaled_ok) {
+                if (!m->scaled && !(m->scaled = malloc(c * c * sizeof(double))))
+                        return NULL;
+                double f = h->n ? 2.0 / (double) h->n : 0.0;
+                for (size_t i = 0; i < c; i++)
+                        for (size_t k = i; k < c; k++)
+                                m->scaled[i * c + k] = m->scaled[k * c + i] = f * hval(h, i, k);
+                m->scaled_ok = true;
+        }
+        return h->scaled;
 }
 
 int qd_hessian_output_error(const QdHessian *h, const float *w, const float *deq, size_t rows,
@@ -138,15 +165,16 @@ int qd_hessian_output_error(const QdHessian *h, const float *w, const float *deq
         if (!h || !w || !deq || !ret)
                 return -EINVAL;
         size_t c = h->cols;
+        const double *H = qd_hessian_data(h);
         _cleanup_free_ double *e = malloc(c * sizeof(double));
-        if (!e)
+        if (!e || !H)
                 return -ENOMEM;
         double total = 0.0;
         for (size_t r = 0; r < rows; r++) {
                 for (size_t j = 0; j < c; j++)
                         e[j] = (double) w[r * c + j] - deq[r * c + j];
                 for (size_t i = 0; i < c; i++) {
-                        const double *hi = h->scaled + i * c;
+                        const double *hi = H + i * c;
                         double t = 0.0;
                         for (size_t j = 0; j < c; j++)
                                 t += hi[j] * e[j];
@@ -161,147 +189,7 @@ size_t qd_hessian_samples(const QdHessian *h) {
         return h ? h->n : 0;
 }
 
-/* Four doubles at once: 256-bit operations in the AVX2 clones of the callers, two 128-bit ones
- * in the baseline build; the lanes fix the order of the sums, so both give the same bits. Loads
- * need only 8-byte alignment. */
-typedef double v4d __attribute__((vector_size(32), aligned(8)));
 #define CLONES __attribute__((target_clones("avx2", "default")))
-
-/* a · b over n doubles with four vector sums. */
-static inline __attribute__((always_inline)) double dot_d(const double *a, const double *b, size_t n) {
-        v4d s0 = {}, s1 = {}, s2 = {}, s3 = {};
-        size_t k = 0;
-        for (; k + 16 <= n; k += 16) {
-                s0 += *(const v4d *) (a + k) * *(const v4d *) (b + k);
-                s1 += *(const v4d *) (a + k + 4) * *(const v4d *) (b + k + 4);
-                s2 += *(const v4d *) (a + k + 8) * *(const v4d *) (b + k + 8);
-                s3 += *(const v4d *) (a + k + 12) * *(const v4d *) (b + k + 12);
-        }
-        v4d s = (s0 + s1) + (s2 + s3);
-        double t = (s[0] + s[1]) + (s[2] + s[3]);
-        for (; k < n; k++)
-                t += a[k] * b[k];
-        return t;
-}
-
-#define CHOL_NB 64   /* columns per block step */
-#define CHOL_ROWS 8  /* rows per parallel task */
-
-/* One block step [k0, k1) of the right-looking lower Cholesky of the row-major n × n l. */
-typedef struct CholJob {
-        double *l;
-        size_t n, k0, k1;
-} CholJob;
-
-/* Rows of the panel below the diagonal block: L[i][k0..k1) = B[i][k0..k1)·L_kk⁻ᵀ. */
-CLONES static int chol_panel(void *userdata, size_t task) {
-        CholJob *j = userdata;
-        size_t n = j->n, k0 = j->k0, k1 = j->k1;
-        for (size_t i = k1 + task * CHOL_ROWS; i < MIN(n, k1 + (task + 1) * CHOL_ROWS); i++) {
-                double *li = j->l + i * n;
-                for (size_t c = k0; c < k1; c++) {
-                        const double *lc = j->l + c * n;
-                        li[c] = (li[c] - dot_d(li + k0, lc + k0, c - k0)) / lc[c];
-                }
-        }
-        return 0;
-}
-
-/* The trailing rows: B[i][k1..i] -= L[i][k0..k1)·L[j][k0..k1). */
-CLONES static int chol_trail(void *userdata, size_t task) {
-        CholJob *j = userdata;
-        size_t n = j->n, k0 = j->k0, k1 = j->k1, nb = k1 - k0;
-        for (size_t i = k1 + task * CHOL_ROWS; i < MIN(n, k1 + (task + 1) * CHOL_ROWS); i++) {
-                double *li = j->l + i * n;
-                for (size_t c = k1; c <= i; c++)
-                        li[c] -= dot_d(li + k0, j->l + c * n + k0, nb);
-        }
-        return 0;
-}
-
-/* In place: the lower L with b = L·Lᵀ from the lower triangle of the row-major n × n b, in blocks
- * of CHOL_NB columns whose panel and trailing update run on n_threads. -EDOM if b is not positive
- * definite. */
-CLONES static int cholesky_lower(double *b, size_t n, unsigned n_threads) {
-        for (size_t k0 = 0; k0 < n; k0 += CHOL_NB) {
-                size_t k1 = MIN(n, k0 + CHOL_NB);
-                for (size_t c = k0; c < k1; c++) {
-                        double *lc = b + c * n;
-                        double s = lc[c] - dot_d(lc + k0, lc + k0, c - k0);
-                        if (!(s > 0.0))
-                                return -EDOM;
-                        lc[c] = sqrt(s);
-                        for (size_t r = c + 1; r < k1; r++) {
-                                double *lr = b + r * n;
-                                lr[c] = (lr[c] - dot_d(lr + k0, lc + k0, c - k0)) / lc[c];
-                        }
-                }
-                if (k1 == n)
-                        break;
-                CholJob job = { .l = b, .n = n, .k0 = k0, .k1 = k1 };
-                size_t tasks = DIV_ROUND_UP(n - k1, (size_t) CHOL_ROWS);
-                int r = qd_parallel_for(tasks, n_threads, chol_panel, &job);
-                if (r >= 0)
-                        r = qd_parallel_for(tasks, n_threads, chol_trail, &job);
-                if (r < 0)
-                        return r;
-        }
-        return 0;
-}
-
-#define INV_COLS 8 /* columns of U per task: they share the reads of R's rows */
-
-typedef struct InvJob {
-        const double *r;
-        float *u;
-        size_t n;
-} InvJob;
-
-/* Columns [8·task, 8·task + 8) of U = R⁻¹ (upper): R·u_c = e_c by back substitution. */
-CLONES static int inverse_cols(void *userdata, size_t task) {
-        InvJob *j = userdata;
-        size_t n = j->n, c0 = task * INV_COLS, c1 = MIN(n, c0 + INV_COLS);
-        _cleanup_free_ double *x = malloc(INV_COLS * n * sizeof(double)); /* x[c - c0][i] */
-        if (!x)
-                return -ENOMEM;
-        for (size_t i = c1; i-- > 0;) {
-                const double *ri = j->r + i * n;
-                for (size_t c = MAX(c0, i); c < c1; c++) {
-                        double *xc = x + (c - c0) * n;
-                        xc[i] = c == i ? 1.0 / ri[i] : -dot_d(ri + i + 1, xc + i + 1, c - i) / ri[i];
-                }
-        }
-        for (size_t c = c0; c < c1; c++)
-                for (size_t i = 0; i <= c; i++)
-                        j->u[i * n + c] = (float) x[(c - c0) * n + i];
-        return 0;
-}
-
-/* U, upper triangular with H⁻¹ = Uᵀ·U, from the dampened H (n × n, upper triangle read; a is
- * destroyed): with H = R·Rᵀ, R upper, H⁻¹ = R⁻ᵀ·R⁻¹, so U = R⁻¹ — one factorisation and one
- * triangular inverse, without forming H⁻¹. R = P·L·P for the lower Cholesky factor L of
- * P·H·P, P reversing the order of the indices. */
-static int hinv_upper_cholesky(double *a, size_t n, unsigned n_threads, float *ret_u) {
-        _cleanup_free_ double *b = malloc(n * n * sizeof(double));
-        int r;
-
-        if (!b)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++)
-                for (size_t j = 0; j <= i; j++)
-                        b[i * n + j] = a[(n - 1 - i) * n + (n - 1 - j)]; /* j ≤ i: upper of a */
-        r = cholesky_lower(b, n, n_threads);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < n; i++)
-                for (size_t j = i; j < n; j++)
-                        a[i * n + j] = b[(n - 1 - i) * n + (n - 1 - j)];
-        for (size_t i = 0; i < n; i++)
-                for (size_t j = 0; j < i; j++)
-                        ret_u[i * n + j] = 0.0f;
-        InvJob job = { .r = a, .u = ret_u, .n = n };
-        return qd_parallel_for(DIV_ROUND_UP(n, (size_t) INV_COLS), n_threads, inverse_cols, &job);
-}
 
 typedef struct GptqJob {
         const QdQuantParams *p;
@@ -323,10 +211,12 @@ typedef struct GptqJob {
         void *userdata;
 } GptqJob;
 
-#define GPTQ_TILE 8
+/* Rows per task: the lazy update of a block is a (64 × block) · (block × rest) product, whose
+ * reads of U serve 64 rows. Fixed, so that the bytes do not depend on the thread count. */
+#define GPTQ_TILE 64
 
-/* Also built for AVX2 (chosen at load time): its loops are element-wise, without FMA contraction,
- * so both builds give the same bits. */
+/* The column loop inside a block is element-wise, without FMA contraction, so the AVX2 clone and
+ * the baseline build give the same bits there. */
 CLONES static int gptq_tile(GptqJob *j, size_t r0, size_t nr, float *wt, float *err, int8_t *codes,
                      QdGroupScale *scales, bool *have, float *gv) {
         size_t n = j->cols, g = j->g, ng = n / g;
@@ -380,17 +270,10 @@ CLONES static int gptq_tile(GptqJob *j, size_t r0, size_t nr, float *wt, float *
                                 err[r * j->block + (i - i1)] = e;
                         }
                 }
-                /* Lazy batch update of the columns after this block; each row of u once for
-                 * all rows of the tile (u is the largest array: read it the fewest times). */
-                for (size_t k = 0; k < bs; k++) {
-                        const float *uk = u + (i1 + k) * n;
-                        for (size_t r = 0; r < nr; r++) {
-                                float *wr = wt + r * n;
-                                float e = err[r * j->block + k];
-                                for (size_t c = i2; c < n; c++)
-                                        wr[c] -= e * uk[c];
-                        }
-                }
+                /* Lazy batch update of the columns after this block: W[:, i2:] −= Err · U[i1:i2, i2:]. */
+                if (i2 < n)
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) nr, (int) (n - i2), (int) bs,
+                                    -1.0f, err, (int) j->block, u + i1 * n + i2, (int) n, 1.0f, wt + i2, (int) n);
         }
 
         for (size_t r = 0; r < nr; r++) {
@@ -438,28 +321,49 @@ static void *gptq_worker(void *userdata) {
         }
 }
 
+typedef struct FactorJob {
+        const QdHessian *h;
+        const size_t *perm;
+        const bool *dead;
+        double f, add;           /* scale 2/N, dampening */
+        double *b;
+} FactorJob;
+
+/* Rows [64·t, 64·t + 64) of the lower triangle of b[i][j] = H'[n−1−i][n−1−j], H' the scaled,
+ * dampened H in the processing order: the input of qd_hinv_upper(). */
+static int factor_rows(void *userdata, size_t t) {
+        FactorJob *j = userdata;
+        size_t n = j->h->cols;
+        for (size_t i = t * 64; i < MIN(n, (t + 1) * 64); i++) {
+                size_t pi = j->perm[n - 1 - i];
+                double *bi = j->b + i * n;
+                for (size_t k = 0; k < i; k++) {
+                        size_t pk = j->perm[n - 1 - k];
+                        bi[k] = j->f * hval(j->h, MIN(pi, pk), MAX(pi, pk));
+                }
+                bi[i] = (j->dead[pi] ? 1.0 : j->f * hval(j->h, pi, pi)) + j->add;
+        }
+        return 0;
+}
+
 /* U of the dampened H in the processing order perm; if rounding leaves H indefinite, dampen
  * ten times more. */
-static int factor(const double *H, size_t n, const size_t *perm, const bool *dead, double mean, float damp,
+static int factor(const QdHessian *h, const size_t *perm, const bool *dead, double mean, float damp,
                   unsigned n_threads, float **ret_u) {
-        _cleanup_free_ double *a = malloc(n * n * sizeof(double));
+        size_t n = h->cols;
+        _cleanup_free_ double *b = malloc(n * n * sizeof(double));
         _cleanup_free_ float *u = malloc(n * n * sizeof(float));
         int r;
 
-        if (!a || !u)
+        if (!b || !u)
                 return -ENOMEM;
         for (int attempt = 0;; attempt++) {
-                for (size_t i = 0; i < n; i++)
-                        for (size_t j = 0; j < n; j++) {
-                                size_t pi = perm[i], pj = perm[j];
-                                a[i * n + j] = H[pi * n + pj];
-                        }
-                for (size_t i = 0; i < n; i++) {
-                        if (dead[perm[i]])
-                                a[i * n + i] = 1.0;
-                        a[i * n + i] += damp * mean;
-                }
-                r = hinv_upper_cholesky(a, n, n_threads, u);
+                FactorJob fj = { .h = h, .perm = perm, .dead = dead, .f = h->n ? 2.0 / (double) h->n : 0.0,
+                                 .add = damp * mean, .b = b };
+                r = qd_parallel_for(DIV_ROUND_UP(n, (size_t) 64), n_threads, factor_rows, &fj);
+                if (r < 0)
+                        return r;
+                r = qd_hinv_upper(b, n, n_threads, u);
                 if (r != -EDOM || attempt == 3)
                         break;
                 damp *= 10.0f;
@@ -498,7 +402,7 @@ int qd_gptq_quantize(const QdQuantParams *p, const QdGptqOptions *o, const float
         unsigned n_threads = o && o->n_threads ? o->n_threads : 1;
         size_t n = cols;
 
-        const double *H = h->scaled;
+        double f = 2.0 / (double) h->n;
         _cleanup_free_ size_t *perm = malloc(n * sizeof(size_t));
         _cleanup_free_ size_t *iperm = malloc(n * sizeof(size_t));
         _cleanup_free_ bool *dead = calloc(n, sizeof(bool));
@@ -509,7 +413,7 @@ int qd_gptq_quantize(const QdQuantParams *p, const QdGptqOptions *o, const float
 
         double mean = 0.0;
         for (size_t i = 0; i < n; i++) {
-                diag[i] = H[i * n + i];
+                diag[i] = f * hval(h, i, i);
                 dead[i] = diag[i] == 0.0;
                 hdiag[i] = (float) diag[i];
                 mean += dead[i] ? 1.0 : diag[i];
@@ -526,7 +430,7 @@ int qd_gptq_quantize(const QdQuantParams *p, const QdGptqOptions *o, const float
         bool act_order = o && o->act_order;
         if (!hm->u || hm->u_damp != damp || hm->u_act_order != act_order) {
                 hm->u = mfree(hm->u);
-                r = factor(H, n, perm, dead, mean, damp, n_threads, &hm->u);
+                r = factor(h, perm, dead, mean, damp, n_threads, &hm->u);
                 if (r < 0)
                         return r;
                 hm->u_damp = damp;
@@ -534,6 +438,7 @@ int qd_gptq_quantize(const QdQuantParams *p, const QdGptqOptions *o, const float
         }
         const float *u = hm->u;
 
+        qd_blas_init();
         GptqJob job = {
                 .p = &qp,
                 .g = qp.group_size,

@@ -1,6 +1,7 @@
 /* Round-to-nearest quantization of weight groups: min-max, clipping search and percentile ranges,
  * packing into Q8_0/Q4_0/Q4_1/NF4 blocks of 32 (GGUF) or 64/128 elements. */
 #include <errno.h>
+#include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,25 @@ static float fp16_round(float f) {
         return qd_fp16_to_fp32(qd_fp32_to_fp16(f));
 }
 
+/* fp16_round() of n values: by F16C's round-to-nearest-even conversions where the CPU has them
+ * (the same values as ggml's bit manipulation, which is IEEE rounding too). */
+__attribute__((target("avx,f16c"))) static void fp16_round_f16c(float *v, size_t n) {
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8)
+                _mm256_storeu_ps(v + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(v + i), _MM_FROUND_TO_NEAREST_INT)));
+        for (; i < n; i++)
+                v[i] = _cvtsh_ss(_cvtss_sh(v[i], _MM_FROUND_TO_NEAREST_INT));
+}
+
+static void fp16_round_n(float *v, size_t n) {
+        if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx")) {
+                fp16_round_f16c(v, n);
+                return;
+        }
+        for (size_t i = 0; i < n; i++)
+                v[i] = fp16_round(v[i]);
+}
+
 static int nf4_code(float y) {
         /* Nearest level: binary search over the midpoints. */
         int lo = 0, hi = 15;
@@ -157,6 +177,44 @@ static double group_error(QdQuantType t, const QdGroupScale *s, const float *x, 
         default:
                 return group_error_impl(t, s, x, w, n);
         }
+}
+
+#define MAX_CANDIDATES 96
+
+/* group_error() of nc candidate scales d[] of Q8_0/Q4_0 (m = 0) at once: lanes are candidates,
+ * and each lane sums its group in index order with the same operations, so every error equals
+ * group_error()'s bit for bit while the candidates share the loads and the vector units (the
+ * range search's whole cost; GPTQ and AWQ run it for every group). nc ≤ MAX_CANDIDATES. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void group_errors_symmetric(QdQuantType t, const float *d, size_t nc, const float *x, const float *w,
+                                   size_t n, double *ret) {
+        float id[MAX_CANDIDATES], lo = t == QD_QTYPE_Q8_0 ? -127.0f : -8.0f, hi = t == QD_QTYPE_Q8_0 ? 127.0f : 7.0f;
+        double e[MAX_CANDIDATES];
+        size_t np = ALIGN_TO(nc, (size_t) 16);
+        float dp[MAX_CANDIDATES];
+        for (size_t k = 0; k < np; k++) {
+                dp[k] = k < nc ? d[k] : 0.0f;
+                id[k] = inv(dp[k]);
+                e[k] = 0.0;
+        }
+        /* 16 lanes at a time, their sums in registers through the whole group */
+        for (size_t k0 = 0; k0 < np; k0 += 16) {
+                double acc[16] = {};
+                for (size_t i = 0; i < n; i++) {
+                        float xi = x[i], wi = w ? w[i] : 1.0f;
+                        /* a loop for the vectorizer: -O3 would unroll it into scalar code */
+#pragma GCC unroll 1
+                        for (size_t k = 0; k < 16; k++) {
+                                float c = round_ne(CLAMP(xi * id[k0 + k], lo, hi));
+                                float r = xi - (dp[k0 + k] * c + 0.0f);
+                                acc[k] += wi * r * r;
+                        }
+                }
+                for (size_t k = 0; k < 16; k++)
+                        e[k0 + k] = acc[k];
+        }
+        for (size_t k = 0; k < nc; k++)
+                ret[k] = e[k];
 }
 
 /* Weighted least-squares refit of (d, m) for the codes that s gives; m only for Q4_1. */
@@ -311,7 +369,9 @@ int qd_quant_group_scale(const QdQuantParams *p, const float *x, const float *w,
         if (!(fmin < 1.0f))
                 return -EINVAL;
         QdGroupScale best = s;
-        double best_err = group_error(t, &s, x, w, n);
+        bool batch = (t == QD_QTYPE_Q4_0 || t == QD_QTYPE_Q8_0) && 2 * (grid + 1) <= MAX_CANDIDATES;
+        /* the batch scores min-max as its first candidate (f = 1) */
+        double best_err = batch ? INFINITY : group_error(t, &s, x, w, n);
 
         if (t == QD_QTYPE_Q4_1) {
                 /* Coordinate search: shrink both ends together, then each end alone from the
@@ -339,6 +399,26 @@ int qd_quant_group_scale(const QdQuantParams *p, const float *x, const float *w,
                                 }
                         }
                 }
+        } else if (batch) {
+                /* The same candidates in the same order as the loop below, errors all at once;
+                 * the first (f = 1) is min-max, s. */
+                float d[MAX_CANDIDATES];
+                double err[MAX_CANDIDATES];
+                size_t nc = 0;
+                for (unsigned i = 0; i <= grid; i++) {
+                        float f = 1.0f - (1.0f - fmin) * (float) i / (float) grid;
+                        d[nc++] = t == QD_QTYPE_Q8_0 ? fabsf(ext) * f / 127.0f : ext * f / -8.0f;
+                        if (t == QD_QTYPE_Q4_0)
+                                d[nc++] = ext * f / 7.0f;
+                }
+                fp16_round_n(d, nc);
+                group_errors_symmetric(t, d, nc, x, w, n, err);
+                best_err = err[0];
+                for (size_t k = 1; k < nc; k++)
+                        if (err[k] < best_err) {
+                                best_err = err[k];
+                                best = (QdGroupScale) { d[k], 0.0f };
+                        }
         } else {
                 for (unsigned i = 0; i <= grid; i++) {
                         float f = 1.0f - (1.0f - fmin) * (float) i / (float) grid;

@@ -233,6 +233,18 @@ int qd_calib_threshold(const QdCalib *c, QdCalibMethod m, double percentile, uns
  * called from worker threads, but never concurrently. */
 typedef int (*QdProgressFn)(void *userdata, double fraction);
 
+/* ---- the BLAS under GPTQ and AWQ (OpenBLAS) --------------------------------------------- */
+
+/* The OPENBLAS_CORETYPE that this CPU should use when the loaded OpenBLAS took it for an old
+ * one and runs generic kernels (a CPU newer than the library: 0.3.21 knows no Emerald Rapids),
+ * else NULL. */
+const char *qd_blas_better_coretype(void);
+/* For a program's main() before any thread starts: when qd_blas_better_coretype() says so and
+ * OPENBLAS_CORETYPE is not set, sets it (and OPENBLAS_NUM_THREADS=1 unless set) and executes
+ * /proc/self/exe with argv again, as OpenBLAS reads them only when loaded. Returns if there is
+ * nothing to do or the exec failed (then with the slower kernels). */
+void qd_blas_tune_process(char **argv);
+
 /* ---- GPTQ ------------------------------------------------------------------------------- */
 
 /* Hessian accumulation: H = 2/N Σ x xᵀ over all N samples added so far, cols × cols, double. */
@@ -284,6 +296,10 @@ typedef struct QdAwqOptions {
         unsigned clip_grid;      /* 0: 20 */
         size_t max_tokens;       /* the α and clip searches use at most this many evenly spaced
                                   * calibration tokens (the final error uses all); 0: all */
+        bool fast_search;        /* score every α with min-max RTN (AWQ's own search), then with
+                                  * p's range search only from that minimum to a local one and at
+                                  * α = 0 (default: p's range search at every α): ~40% less time,
+                                  * may settle on another α (docs/QUALITY.md) */
         unsigned n_threads;      /* 0: 1 */
         QdProgressFn progress;
         void *userdata;

@@ -69,6 +69,18 @@ static void run_case(QdQuantType t, unsigned g) {
         check(res.err_best < 0.9 * res.err_rtn);
         check(res.err_final <= res.err_best * 1.001);
 
+        /* Scoring every α with p's range search (the default) finds the global minimum of the
+         * grid; fast_search (min-max RTN over the grid, p's search from its minimum on) a local
+         * one, here the same. Both score α = 0 with p's search. */
+        QdAwqResult rf;
+        float sf[COLS];
+        o.fast_search = true;
+        check(qd_awq_quantize(&p, &o, X, NS, COLS, lin, NLIN, sf, &rf) == 0);
+        o.fast_search = false;
+        printf("  fast search: alpha %.3f, scaled %.3f\n", rf.alpha, rf.err_best / e_rtn);
+        check(rf.err_rtn == res.err_rtn && res.err_best <= rf.err_best);
+        check(rf.alpha == res.alpha && rf.err_final == res.err_final);
+
         /* Threads change nothing: per-row errors are summed in row order. */
         static uint8_t q3[ROWS * COLS * 2];
         static float sw3[ROWS * COLS];
