@@ -657,11 +657,14 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
                         return r;
         }
         /* $QUANTD_VK_DISABLE_FUSION=1: the decode step without the products' epilogues, =glu or
-         * =norm without that one (for comparisons; qvk_matvec_epi) */
+         * =norm without that one (for comparisons; qvk_matvec_epi), =0 with all. Off by default
+         * on CPU devices: lavapipe ran the fused step slower (docs/PERFORMANCE.md). */
         const char *nofuse = getenv("QUANTD_VK_DISABLE_FUSION");
         v->fusion = streq_ptr(nofuse, "1")      ? 0
                     : streq_ptr(nofuse, "glu")  ? LLAMA_VK_FUSE_NORM
                     : streq_ptr(nofuse, "norm") ? LLAMA_VK_FUSE_GLU
+                    : streq_ptr(nofuse, "0")    ? LLAMA_VK_FUSE_ALL
+                    : streq(qvk_device_features(d)->type, "cpu") ? 0
                                                 : LLAMA_VK_FUSE_ALL;
         if (v->p_norm_wide && qvk_device_features(d)->int_dot && hp->n_ff % 32 == 0 &&
             !streq_ptr(getenv("QUANTD_VK_NO_FUSE_Q8"), "1")) {
