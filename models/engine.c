@@ -125,7 +125,6 @@ QdModel *qd_model_free(QdModel *m) {
         gguf_close(m->g);
         return mfree(m);
 }
-DEFINE_TRIVIAL_CLEANUP_FUNC(QdModel *, qd_model_free);
 
 /* The variant closest to the file's own weights. */
 static QdPrecision default_precision(uint32_t file_type) {
@@ -325,7 +324,6 @@ QdSequence *qd_sequence_free(QdSequence *s) {
         free(s->logits);
         return mfree(s);
 }
-DEFINE_TRIVIAL_CLEANUP_FUNC(QdSequence *, qd_sequence_free);
 
 int qd_sequence_new(QdModel *m, uint32_t n_ctx, QdSequence **ret) {
         _cleanup_(qd_sequence_freep) QdSequence *s = NULL;

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "macro.h"
+
 typedef enum QdPrecision {
         QD_PRECISION_F16,
         QD_PRECISION_INT8, /* Q8_0: blocks of 32, one fp16 scale */
@@ -44,6 +46,7 @@ typedef struct QdDeviceInfo {
 typedef struct QdEngine QdEngine;
 int qd_engine_new(const QdEngineOptions *opts, QdEngine **ret);
 QdEngine *qd_engine_free(QdEngine *e);
+DEFINE_TRIVIAL_CLEANUP_FUNC(QdEngine *, qd_engine_free);
 int qd_engine_device_info(QdEngine *e, QdDeviceInfo *ret);
 
 typedef struct QdModelInfo {
@@ -60,6 +63,7 @@ typedef struct QdModelInfo {
 typedef struct QdModel QdModel;
 int qd_model_load(QdEngine *e, const char *path, QdModel **ret);
 QdModel *qd_model_free(QdModel *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(QdModel *, qd_model_free);
 void qd_model_info(QdModel *m, QdModelInfo *ret);
 
 /* The precision the weights are used at now. */
@@ -116,6 +120,7 @@ void qd_sampling_init(QdSampling *s); /* greedy defaults */
 typedef struct QdSequence QdSequence;
 int qd_sequence_new(QdModel *m, uint32_t n_ctx, QdSequence **ret);
 QdSequence *qd_sequence_free(QdSequence *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(QdSequence *, qd_sequence_free);
 uint32_t qd_sequence_length(QdSequence *s); /* tokens in the KV cache */
 /* Evaluates tokens (the prompt, in one pass). -ENOSPC when the context is full. */
 int qd_sequence_prefill(QdSequence *s, const int32_t *tokens, size_t n);

@@ -9,9 +9,6 @@
 #include "eval-internal.h"
 #include "llama-vulkan-capture.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkDevice *, qvk_device_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVk *, llama_vk_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVkSeq *, llama_vk_seq_free);
 
 static void say(const QdCalibVkOptions *o, const char *msg) {
         if (o->q && o->q->log)

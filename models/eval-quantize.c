@@ -13,7 +13,6 @@
 #include "eval.h"
 #include "gguf.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(Gguf *, gguf_close);
 
 static const char *const method_names[_QD_QUANTIZE_METHOD_MAX] = {
         [QD_QUANTIZE_RTN] = "rtn",

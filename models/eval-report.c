@@ -10,7 +10,6 @@
 #include "eval.h"
 #include "gguf.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(Gguf *, gguf_close);
 
 void qd_eval_report_done(QdEvalReport *r) {
         if (!r)

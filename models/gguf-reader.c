@@ -468,7 +468,6 @@ Gguf *gguf_close(Gguf *g) {
         return mfree(g);
 }
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(Gguf *, gguf_close);
 
 static int open_common(Gguf *g, Gguf **ret, char **ret_error) {
         Cursor c = {.base = g->base, .size = g->size};

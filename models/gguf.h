@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "ggml-types.h"
+#include "macro.h"
 
 typedef enum GgufType {
         GGUF_TYPE_UINT8 = 0,
@@ -61,6 +62,7 @@ int gguf_open(const char *path, Gguf **ret, char **ret_error);
 /* Same over a caller's buffer, which must outlive the returned object (fuzzing, tests). */
 int gguf_open_memory(const void *data, size_t size, Gguf **ret, char **ret_error);
 Gguf *gguf_close(Gguf *g);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Gguf *, gguf_close);
 
 uint32_t gguf_version(const Gguf *g);
 uint32_t gguf_alignment(const Gguf *g);

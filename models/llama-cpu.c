@@ -44,7 +44,6 @@ LlamaCpu *llama_cpu_free(LlamaCpu *c) {
         free(c->v_cache);
         return mfree(c);
 }
-DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaCpu *, llama_cpu_free);
 
 static int kv_alloc(LlamaCpu *c, uint32_t n_ctx) {
         const LlamaHParams *hp = &c->w->hp;

@@ -11,7 +11,6 @@
 
 #define N_SITES 4
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkCmd *, qvk_cmd_free);
 
 struct LlamaVkCapture {
         LlamaVk *v;

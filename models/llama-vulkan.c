@@ -498,7 +498,6 @@ LlamaVk *llama_vk_free(LlamaVk *v) {
         pthread_mutex_destroy(&v->lock);
         return mfree(v);
 }
-DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVk *, llama_vk_free);
 
 static int upload_vector(LlamaVk *v, const LlamaTensor *t, uint64_t n, uint64_t off) {
         _cleanup_free_ float *f = malloc(n * sizeof(float));
@@ -698,7 +697,6 @@ LlamaVkSeq *llama_vk_seq_free(LlamaVkSeq *s) {
                 qvk_buffer_free(*bufs[i]);
         return mfree(s);
 }
-DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVkSeq *, llama_vk_seq_free);
 
 int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
         _cleanup_(llama_vk_seq_freep) LlamaVkSeq *s = NULL;

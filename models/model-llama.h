@@ -9,6 +9,7 @@
 #include "engine.h"
 #include "gguf.h"
 #include "vk.h"
+#include "macro.h"
 
 typedef struct LlamaHParams {
         char arch[32];
@@ -56,6 +57,7 @@ int llama_tensor_vector(const LlamaTensor *t, float *dst, uint64_t n);
 typedef struct LlamaCpu LlamaCpu;
 int llama_cpu_new(const LlamaWeights *w, uint32_t n_ctx, LlamaCpu **ret);
 LlamaCpu *llama_cpu_free(LlamaCpu *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaCpu *, llama_cpu_free);
 /* Dequantizes every matrix to f32 once (4 bytes per weight), for evaluations over many windows;
  * the dot products then also use eight partial sums (the logits differ from the row-by-row
  * path's by float rounding only). */
@@ -86,6 +88,7 @@ typedef struct LlamaVkSeq LlamaVkSeq;
 
 int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret);
 LlamaVk *llama_vk_free(LlamaVk *v);
+DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVk *, llama_vk_free);
 uint64_t llama_vk_variant_bytes(LlamaVk *v, QdPrecision p);
 /* Builds and uploads the variant for p without switching to it. Safe on another thread while
  * the stepping thread evaluates, switches or drops variants (see LlamaVk.lock). */
@@ -98,6 +101,7 @@ uint64_t llama_vk_device_bytes(LlamaVk *v);
 
 int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret);
 LlamaVkSeq *llama_vk_seq_free(LlamaVkSeq *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVkSeq *, llama_vk_seq_free);
 uint32_t llama_vk_seq_length(LlamaVkSeq *s);
 /* Evaluates n tokens. When want_logits, the last token's logits are downloaded into logits;
  * always the greedy argmax and its log-probability are returned (ret_* may be NULL). */

@@ -46,7 +46,6 @@ QvkBuffer *qvk_buffer_free(QvkBuffer *b) {
         return NULL;
 }
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkBuffer *, qvk_buffer_free);
 
 int qvk_buffer_new(QvkDevice *d, uint64_t size, QvkMemKind kind, QvkBuffer **ret) {
         _cleanup_(qvk_buffer_freep) QvkBuffer *b = NULL;

@@ -107,7 +107,6 @@ QvkCmd *qvk_cmd_free(QvkCmd *c) {
         return NULL;
 }
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkCmd *, qvk_cmd_free);
 
 int qvk_cmd_new(QvkDevice *d, QvkCmd **ret) {
         _cleanup_(qvk_cmd_freep) QvkCmd *c = NULL;

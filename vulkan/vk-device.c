@@ -474,7 +474,6 @@ QvkDevice *qvk_device_free(QvkDevice *d) {
         return NULL;
 }
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkDevice *, qvk_device_free);
 
 int qvk_device_new(const char *select, const char *pipeline_cache_dir, QvkDevice **ret) {
         _cleanup_(qvk_device_freep) QvkDevice *d = NULL;

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "macro.h"
+
 typedef struct QvkDevice QvkDevice;
 typedef struct QvkBuffer QvkBuffer;
 typedef struct QvkPipeline QvkPipeline;
@@ -49,6 +51,7 @@ typedef struct QvkFeatures {
  * (discrete > integrated > virtual > cpu). Validation layer on when $QUANTD_VK_VALIDATION=1. */
 int qvk_device_new(const char *select, const char *pipeline_cache_dir, QvkDevice **ret);
 QvkDevice *qvk_device_free(QvkDevice *d);
+DEFINE_TRIVIAL_CLEANUP_FUNC(QvkDevice *, qvk_device_free);
 const QvkFeatures *qvk_device_features(QvkDevice *d);
 /* Current budget and usage of device-local memory (from VK_EXT_memory_budget when present). */
 void qvk_device_memory(QvkDevice *d, uint64_t *ret_budget, uint64_t *ret_used_by_us);
@@ -66,6 +69,7 @@ typedef enum QvkMemKind {
 
 int qvk_buffer_new(QvkDevice *d, uint64_t size, QvkMemKind kind, QvkBuffer **ret);
 QvkBuffer *qvk_buffer_free(QvkBuffer *b);
+DEFINE_TRIVIAL_CLEANUP_FUNC(QvkBuffer *, qvk_buffer_free);
 uint64_t qvk_buffer_size(QvkBuffer *b);
 void *qvk_buffer_map(QvkBuffer *b);  /* QVK_MEM_HOST only, else NULL */
 /* Synchronous copies through a staging buffer (or directly when host-visible). */
@@ -102,6 +106,7 @@ int qvk_pipeline_get(QvkDevice *d, const char *shader, const uint32_t *spec, siz
  * range read since then). After qvk_cmd_end() a recording can be submitted many times. */
 int qvk_cmd_new(QvkDevice *d, QvkCmd **ret);
 QvkCmd *qvk_cmd_free(QvkCmd *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(QvkCmd *, qvk_cmd_free);
 int qvk_cmd_reset(QvkCmd *c);  /* back to an empty recording */
 /* bindings[i] is read and written per writes_mask bit i (bit set = written). */
 int qvk_cmd_dispatch(QvkCmd *c, QvkPipeline *p, const QvkBinding *bindings, size_t n,

@@ -20,9 +20,6 @@
 #include "macro.h"
 #include "vk.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(QdEngine *, qd_engine_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QdModel *, qd_model_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QdSequence *, qd_sequence_free);
 
 static void print_ids(const int32_t *t, size_t n) {
         putchar('[');

@@ -22,9 +22,6 @@
 #include "macro.h"
 #include "model-llama.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkDevice *, qvk_device_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVk *, llama_vk_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVkSeq *, llama_vk_seq_free);
 
 static void bench_model_donep(BenchModel *m) {
         bench_model_done(m);

@@ -16,9 +16,6 @@
 #include "macro.h"
 #include "model-llama.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkDevice *, qvk_device_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVk *, llama_vk_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVkSeq *, llama_vk_seq_free);
 
 #define MAX_GAPS 100000
 

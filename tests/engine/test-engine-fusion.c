@@ -19,11 +19,6 @@
 #include "model-llama.h"
 #include "vk.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkDevice *, qvk_device_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVk *, llama_vk_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaVkSeq *, llama_vk_seq_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaCpu *, llama_cpu_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(Gguf *, gguf_close);
 
 #define N_PROMPT 9
 #define N_DECODE 5

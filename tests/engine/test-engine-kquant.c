@@ -17,9 +17,6 @@
 #include "macro.h"
 #include "vk.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(QdEngine *, qd_engine_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QdModel *, qd_model_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QdSequence *, qd_sequence_free);
 
 #define N_PROMPT 40
 #define N_DECODE 5

@@ -19,9 +19,6 @@
 #include "macro.h"
 #include "vk.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(QdEngine *, qd_engine_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QdModel *, qd_model_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QdSequence *, qd_sequence_free);
 
 #define N_PROMPT 70
 #define N_DECODE 6

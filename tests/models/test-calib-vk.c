@@ -16,7 +16,6 @@
 #include "fixture-model.h"
 #include "gguf.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(Gguf *, gguf_close);
 
 #define N_CTX 128
 #define N_TOK (3 * N_CTX + 6) /* three whole windows and a short one */

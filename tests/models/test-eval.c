@@ -16,11 +16,6 @@
 #include "macro.h"
 #include "model-llama.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(QdEngine *, qd_engine_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QdModel *, qd_model_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QdSequence *, qd_sequence_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(Gguf *, gguf_close);
-DEFINE_TRIVIAL_CLEANUP_FUNC(LlamaCpu *, llama_cpu_free);
 
 #define N_CTX 32
 #define N_WINDOWS 4

@@ -11,9 +11,6 @@
 #include "macro.h"
 #include "vk.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkDevice *, qvk_device_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkBuffer *, qvk_buffer_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(QvkCmd *, qvk_cmd_free);
 
 #define CHECK(expr)                                                                   \
         do {                                                                          \
