@@ -200,7 +200,7 @@ lanes_add(const float *id, const float *dp, float lo, float hi, const float *x, 
 }
 
 /* Elements scored between two checks of the bound below. */
-#define PRUNE_STEP 8
+#define PRUNE_STEP 4
 
 /* group_error() of nc candidate scales d[] of Q8_0/Q4_0 (m = 0) at once: lanes are candidates,
  * and each lane sums its group in index order with the same operations, so every error equals
