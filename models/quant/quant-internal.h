@@ -3,6 +3,8 @@
 
 #include <stddef.h>
 
+#include "quant.h"
+
 /* Calls fn(userdata, i) for i in [0, n) on up to n_threads threads (the caller's included),
  * indices handed out one at a time. Returns the first negative value fn returned (the remaining
  * indices are skipped), -ENOMEM/-EAGAIN if no thread could run, or 0. */
@@ -21,3 +23,9 @@ int qd_chol_lower(double *a, size_t n, unsigned n_threads);
  * b = L·Lᵀ, B = R·Rᵀ for R = P·L·P upper (P reverses the indices), so B⁻¹ = R⁻ᵀ·R⁻¹ and
  * U = R⁻¹ = P·L⁻¹·P: one factorisation and one triangular inverse, never B⁻¹ itself. */
 int qd_hinv_upper(double *b, size_t n, unsigned n_threads, float *ret_u);
+
+/* quant-rtn.c: qd_quant_group_scale() by the straightforward search (every candidate scored in
+ * full by itself, the generic least-squares polish), for the tests: the fast one must return
+ * exactly the same scale. */
+int qd_quant_group_scale_ref(const QdQuantParams *p, const float *x, const float *w, size_t n,
+                             QdGroupScale *ret);

@@ -181,40 +181,70 @@ static double group_error(QdQuantType t, const QdGroupScale *s, const float *x, 
 
 #define MAX_CANDIDATES 96
 
+/* 16 candidates' errors over elements [i0, i1), added to acc[]: each lane sums in index order
+ * with group_error()'s operations (its "+ m" with m = 0 and its weight 1 dropped: they change at
+ * most the sign of a zero r, never r², so not a bit of the sum). */
+static inline __attribute__((always_inline)) void
+lanes_add(const float *id, const float *dp, float lo, float hi, const float *x, const float *w, size_t i0,
+          size_t i1, double *acc) {
+        for (size_t i = i0; i < i1; i++) {
+                float xi = x[i], wi = w ? w[i] : 1.0f;
+                /* a loop for the vectorizer: -O3 would unroll it into scalar code */
+#pragma GCC unroll 1
+                for (size_t k = 0; k < 16; k++) {
+                        float c = round_ne(CLAMP(xi * id[k], lo, hi));
+                        float r = xi - dp[k] * c;
+                        acc[k] += w ? wi * r * r : r * r;
+                }
+        }
+}
+
+/* Elements scored between two checks of the bound below. */
+#define PRUNE_STEP 4
+
 /* group_error() of nc candidate scales d[] of Q8_0/Q4_0 (m = 0) at once: lanes are candidates,
  * and each lane sums its group in index order with the same operations, so every error equals
  * group_error()'s bit for bit while the candidates share the loads and the vector units (the
- * range search's whole cost; GPTQ and AWQ run it for every group). nc ≤ MAX_CANDIDATES. */
+ * range search's whole cost; GPTQ and AWQ run it for every group). nc ≤ MAX_CANDIDATES.
+ *
+ * Candidates come in blocks of 16 in index order. A lane's partial sum never decreases (its terms
+ * are ≥ 0 and rounding is monotone), so once every lane of a later block has a partial sum ≥ the
+ * least complete error of the blocks before it, none of them can win (a tie goes to the lower
+ * index): the block stops there and its errors are returned as +∞. Callers that take the first
+ * least error get the same winner as from the full sums. */
 __attribute__((target_clones("avx512f", "avx2", "default")))
 static void group_errors_symmetric(QdQuantType t, const float *d, size_t nc, const float *x, const float *w,
                                    size_t n, double *ret) {
         float id[MAX_CANDIDATES], lo = t == QD_QTYPE_Q8_0 ? -127.0f : -8.0f, hi = t == QD_QTYPE_Q8_0 ? 127.0f : 7.0f;
-        double e[MAX_CANDIDATES];
         size_t np = ALIGN_TO(nc, (size_t) 16);
         float dp[MAX_CANDIDATES];
+        double best = INFINITY;
         for (size_t k = 0; k < np; k++) {
                 dp[k] = k < nc ? d[k] : 0.0f;
                 id[k] = inv(dp[k]);
-                e[k] = 0.0;
         }
         /* 16 lanes at a time, their sums in registers through the whole group */
         for (size_t k0 = 0; k0 < np; k0 += 16) {
                 double acc[16] = {};
-                for (size_t i = 0; i < n; i++) {
-                        float xi = x[i], wi = w ? w[i] : 1.0f;
-                        /* a loop for the vectorizer: -O3 would unroll it into scalar code */
-#pragma GCC unroll 1
-                        for (size_t k = 0; k < 16; k++) {
-                                float c = round_ne(CLAMP(xi * id[k0 + k], lo, hi));
-                                float r = xi - (dp[k0 + k] * c + 0.0f);
-                                acc[k] += wi * r * r;
+                size_t nl = MIN(nc - k0, (size_t) 16);
+                bool pruned = false;
+                for (size_t i0 = 0; i0 < n && !pruned; i0 += PRUNE_STEP) {
+                        size_t i1 = MIN(i0 + PRUNE_STEP, n);
+                        if (w)
+                                lanes_add(id + k0, dp + k0, lo, hi, x, w, i0, i1, acc);
+                        else
+                                lanes_add(id + k0, dp + k0, lo, hi, x, NULL, i0, i1, acc);
+                        if (i1 < n && best < INFINITY) {
+                                pruned = true;
+                                for (size_t k = 0; k < nl && pruned; k++)
+                                        pruned = acc[k] >= best;
                         }
                 }
-                for (size_t k = 0; k < 16; k++)
-                        e[k0 + k] = acc[k];
+                for (size_t k = 0; k < nl; k++) {
+                        ret[k0 + k] = pruned ? INFINITY : acc[k];
+                        best = MIN(best, ret[k0 + k]);
+                }
         }
-        for (size_t k = 0; k < nc; k++)
-                ret[k] = e[k];
 }
 
 /* Weighted least-squares refit of (d, m) for the codes that s gives; m only for Q4_1. */
@@ -275,6 +305,106 @@ static void polish(QdQuantType t, const float *x, const float *w, size_t n, QdGr
         }
 }
 
+/* Whether every partial sum of the n doubles v[i]·c[i] (c NULL: all 1) is exact in double, so that
+ * any order of summation gives the sequential sum's bits. v[i] = k·2^(E−150) with k < 2^24 (E
+ * the exponent field, 1 for subnormals): with u = 2^(Emin−150) every term is an integer multiple
+ * of u and |Σ| < n·|c|max·2^(24+Emax−Emin)·u; n·|c|max ≤ 2^cbits, so Emax − Emin ≤
+ * 53 − 24 − cbits keeps every partial sum an integer multiple of u below 2^53·u. */
+static inline __attribute__((always_inline)) bool
+sum_exact(const float *v, const float *c, size_t n, int cbits) {
+        /* branch-free, for the vectorizer: zeros (terms c[i] = 0 included) wrap to UINT32_MAX in
+         * b − 1, out of the minimum */
+        uint32_t mx = 0, mn1 = UINT32_MAX;
+        for (size_t i = 0; i < n; i++) {
+                uint32_t b;
+                memcpy(&b, v + i, 4);
+                b &= 0x7fffffffu;
+                if (c)
+                        b &= -(uint32_t) (c[i] != 0.0f);
+                mx = b > mx ? b : mx;
+                mn1 = b - 1 < mn1 ? b - 1 : mn1;
+        }
+        if (mn1 == UINT32_MAX)
+                return true;
+        int emax = (int) (mx >> 23), emin = MAX((int) ((mn1 + 1) >> 23), 1);
+        return emax - emin <= 53 - 24 - cbits;
+}
+
+/* Σ v[i]·c[i] (c NULL: Σ v[i]) in double, in index order, or, where sum_exact() says every order
+ * gives the same bits, in 8 lanes. n ≤ 128. */
+static inline __attribute__((always_inline)) double
+sum_double(const float *v, const float *c, size_t n, int cbits) {
+        double s = 0.0;
+        if (!sum_exact(v, c, n, cbits)) {
+                for (size_t i = 0; i < n; i++)
+                        s += c ? (double) v[i] * c[i] : (double) v[i];
+                return s;
+        }
+        double acc[8] = {};
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8)
+                for (size_t k = 0; k < 8; k++)
+                        acc[k] += c ? (double) v[i + k] * c[i + k] : (double) v[i + k];
+        for (; i < n; i++)
+                s += c ? (double) v[i] * c[i] : (double) v[i];
+        for (size_t k = 0; k < 8; k++)
+                s += acc[k];
+        return s;
+}
+
+/* group_error() of one Q8_0/Q4_0 scale: the terms in vector lanes, their sum by sum_double(). */
+static inline __attribute__((always_inline)) double group_error_symmetric(QdQuantType t, float d, const float *x,
+                                                                         const float *w, size_t n) {
+        float lo = t == QD_QTYPE_Q8_0 ? -127.0f : -8.0f, hi = t == QD_QTYPE_Q8_0 ? 127.0f : 7.0f, id = inv(d);
+        float r2[128];
+        for (size_t i = 0; i < n; i++) {
+                float c = round_ne(CLAMP(x[i] * id, lo, hi));
+                float r = x[i] - d * c;
+                r2[i] = w ? w[i] * r * r : r * r;
+        }
+        return sum_double(r2, NULL, n, 7);
+}
+
+/* polish() for Q8_0/Q4_0 and n ≤ 128, with refit()'s arithmetic: the codes in vector lanes; Σc²
+ * unweighted as an integer (exact, as refit()'s double sum of integers is); Σx·c by sum_double()
+ * (|c| ≤ 8 or 127). */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void polish_symmetric(QdQuantType t, const float *x, const float *w, size_t n, QdGroupScale *best,
+                             double *best_err) {
+        float lo = t == QD_QTYPE_Q8_0 ? -127.0f : -8.0f, hi = t == QD_QTYPE_Q8_0 ? 127.0f : 7.0f;
+        int cbits = 7 + (t == QD_QTYPE_Q8_0 ? 7 : 3);
+        float c[128];
+        for (int k = 0; k < 3; k++) {
+                float id = inv(best->d);
+                for (size_t i = 0; i < n; i++)
+                        c[i] = round_ne(CLAMP(x[i] * id, lo, hi));
+                double sc2 = 0.0, sxc = 0.0;
+                if (w) {
+                        for (size_t i = 0; i < n; i++) {
+                                sc2 += (double) w[i] * c[i] * c[i];
+                                sxc += (double) w[i] * x[i] * c[i];
+                        }
+                } else {
+                        int isc2 = 0;
+                        for (size_t i = 0; i < n; i++)
+                                isc2 += (int) c[i] * (int) c[i];
+                        sc2 = isc2;
+                        sxc = sum_double(x, c, n, cbits);
+                }
+                if (!(sc2 > 0))
+                        return;
+                float d = (float) (sxc / sc2);
+                fp16_round_n(&d, 1);
+                if (d == 0.0f)
+                        return;
+                double e = group_error_symmetric(t, d, x, w, n);
+                if (!(e < *best_err))
+                        return;
+                *best_err = e;
+                *best = (QdGroupScale) { d, 0.0f };
+        }
+}
+
 /* Scale for a symmetric range [-T, T] (signed_extreme: the extreme value with its sign, so that
  * Q4_0 maps it onto -8 as ggml does). */
 static QdGroupScale scale_symmetric(QdQuantType t, float signed_extreme, float f) {
@@ -317,22 +447,52 @@ static float quantile_sorted(const float *v, size_t n, double q) {
         return (float) ((1.0 - fr) * v[i] + fr * v[i + 1]);
 }
 
-int qd_quant_group_scale(const QdQuantParams *p, const float *x, const float *w, size_t n,
-                         QdGroupScale *ret) {
+/* max |x[i]| of a group as the bits of a float: |x| orders as its bits do, so an integer maximum in
+ * vector lanes; ≥ 0x7f800000 when some x[i] is not finite. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static uint32_t absmax_bits(const float *x, size_t n) {
+        uint32_t m = 0;
+        for (size_t i = 0; i < n; i++) {
+                uint32_t b;
+                memcpy(&b, x + i, 4);
+                b &= 0x7fffffffu;
+                m = b > m ? b : m;
+        }
+        return m;
+}
+
+/* fast: Q8_0/Q4_0 by group_errors_symmetric() and polish_symmetric(); else every candidate by
+ * group_error() and polish(), the straightforward search that the fast one must match. */
+static int group_scale(const QdQuantParams *p, const float *x, const float *w, size_t n, QdGroupScale *ret,
+                       bool fast) {
         if (!p || !x || !ret || n == 0 || !type_valid(p->type) || p->range < 0 ||
             p->range >= _QD_RANGE_MAX)
                 return -EINVAL;
 
         QdQuantType t = p->type;
         float lo = x[0], hi = x[0], ext = x[0];
-        for (size_t i = 0; i < n; i++) {
-                if (!isfinite(x[i]))
+        if (fast && t != QD_QTYPE_Q4_1) {
+                /* only ext counts: the first x[i] of greatest |x[i]| */
+                uint32_t m = absmax_bits(x, n);
+                if (m >= 0x7f800000u)
                         return -EINVAL;
-                lo = MIN(lo, x[i]);
-                hi = MAX(hi, x[i]);
-                if (fabsf(x[i]) > fabsf(ext))
-                        ext = x[i];
-        }
+                for (size_t i = 0; i < n; i++) {
+                        uint32_t b;
+                        memcpy(&b, x + i, 4);
+                        if ((b & 0x7fffffffu) == m) {
+                                ext = x[i];
+                                break;
+                        }
+                }
+        } else
+                for (size_t i = 0; i < n; i++) {
+                        if (!isfinite(x[i]))
+                                return -EINVAL;
+                        lo = MIN(lo, x[i]);
+                        hi = MAX(hi, x[i]);
+                        if (fabsf(x[i]) > fabsf(ext))
+                                ext = x[i];
+                }
 
         QdGroupScale s = t == QD_QTYPE_Q4_1 ? scale_asymmetric(lo, hi) : scale_symmetric(t, ext, 1.0f);
         if (p->range == QD_RANGE_MINMAX || (hi == lo && t == QD_QTYPE_Q4_1) || ext == 0.0f) {
@@ -369,7 +529,8 @@ int qd_quant_group_scale(const QdQuantParams *p, const float *x, const float *w,
         if (!(fmin < 1.0f))
                 return -EINVAL;
         QdGroupScale best = s;
-        bool batch = (t == QD_QTYPE_Q4_0 || t == QD_QTYPE_Q8_0) && 2 * (grid + 1) <= MAX_CANDIDATES;
+        bool batch = fast && (t == QD_QTYPE_Q4_0 || t == QD_QTYPE_Q8_0) && 2 * (grid + 1) <= MAX_CANDIDATES &&
+                     n <= 128;
         /* the batch scores min-max as its first candidate (f = 1) */
         double best_err = batch ? INFINITY : group_error(t, &s, x, w, n);
 
@@ -412,6 +573,8 @@ int qd_quant_group_scale(const QdQuantParams *p, const float *x, const float *w,
                                 d[nc++] = ext * f / 7.0f;
                 }
                 fp16_round_n(d, nc);
+                /* errors of blocks that cannot win come back as +∞: the first least one is the
+                 * same */
                 group_errors_symmetric(t, d, nc, x, w, n, err);
                 best_err = err[0];
                 for (size_t k = 1; k < nc; k++)
@@ -431,9 +594,22 @@ int qd_quant_group_scale(const QdQuantParams *p, const float *x, const float *w,
                         }
                 }
         }
-        polish(t, x, w, n, &best, &best_err);
+        if (batch)
+                polish_symmetric(t, x, w, n, &best, &best_err);
+        else
+                polish(t, x, w, n, &best, &best_err);
         *ret = best;
         return 0;
+}
+
+int qd_quant_group_scale(const QdQuantParams *p, const float *x, const float *w, size_t n,
+                         QdGroupScale *ret) {
+        return group_scale(p, x, w, n, ret, true);
+}
+
+int qd_quant_group_scale_ref(const QdQuantParams *p, const float *x, const float *w, size_t n,
+                             QdGroupScale *ret) {
+        return group_scale(p, x, w, n, ret, false);
 }
 
 void qd_quant_pack_block(QdQuantType t, unsigned group_size, const QdGroupScale *s,

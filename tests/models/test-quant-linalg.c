@@ -2,7 +2,8 @@
  * fresh random inputs: the Cholesky factor and the upper factor of the inverse Hessian (edge
  * tiles included, the same bits on 1 and 3 threads, -EDOM for an indefinite matrix), GPTQ's lazy
  * block updates as matrix products against column-by-column GPTQ in double, the RTN clipping
- * search's candidate batch against one-by-one errors, and AWQ's error through XᵀX (more tokens
+ * search's candidate batch against one-by-one errors, the fast clipping search against the
+ * straightforward one (the same scales), and AWQ's error through XᵀX (more tokens
  * than channels) against the error from the written blocks. The seed is printed;
  * QUANTD_TEST_SEED repeats a run. */
 #include <errno.h>
@@ -277,6 +278,51 @@ static void test_clip_batch(void) {
         }
 }
 
+/* The fast clipping search (candidate lanes, blocks that cannot win cut short, the vectorised
+ * polish) returns exactly the scale of the straightforward one (every candidate scored in full
+ * by itself, the generic polish) on fresh random groups: Q4_0 and Q8_0, groups of 32/64/128,
+ * with and without weights, several grids, Gaussian groups, groups with an outlier, groups
+ * clamped to ±T as AWQ's clip search makes them (ties between candidates), and tiny ones (down
+ * to scales that fp16 flushes to subnormals or zero). */
+static void test_clip_fast_vs_ref(void) {
+        static const unsigned grids[] = { 20, 7, 40 }, sizes[] = { 32, 64, 128 };
+        Rng rng = { seed + 7 };
+        size_t n_checked = 0;
+        for (int ti = 0; ti < 2; ti++)
+                for (size_t gi = 0; gi < ELEMENTSOF(grids); gi++)
+                        for (size_t si = 0; si < ELEMENTSOF(sizes); si++)
+                                for (int k = 0; k < 400; k++) {
+                                        QdQuantType t = ti ? QD_QTYPE_Q8_0 : QD_QTYPE_Q4_0;
+                                        unsigned n = sizes[si];
+                                        QdQuantParams p = { .type = t, .group_size = n, .range = QD_RANGE_CLIP,
+                                                            .clip_grid = grids[gi] };
+                                        float x[128], wt[128], amax = 0.0f;
+                                        float sc = k % 7 == 0 ? 1e-3f : k % 7 == 1 ? 50.0f : k % 7 == 2 ? 1e-6f : 0.02f;
+                                        for (size_t i = 0; i < n; i++) {
+                                                x[i] = sc * (k % 4 == 1 && i == (size_t) k % n ? 8.0f : 1.0f) *
+                                                       rng_gauss(&rng);
+                                                wt[i] = 0.1f + (float) rng_uniform(&rng);
+                                                amax = fmaxf(amax, fabsf(x[i]));
+                                        }
+                                        if (k % 4 == 2) { /* AWQ's clip candidates: clamped to ±T */
+                                                float T = amax * (1.0f - (float) (k % 11) / 20.0f);
+                                                for (size_t i = 0; i < n; i++)
+                                                        x[i] = fminf(fmaxf(x[i], -T), T);
+                                        }
+                                        const float *w = k % 2 ? wt : NULL;
+                                        QdGroupScale a, b;
+                                        check(qd_quant_group_scale(&p, x, w, n, &a) == 0);
+                                        check(qd_quant_group_scale_ref(&p, x, w, n, &b) == 0);
+                                        if (memcmp(&a, &b, sizeof(a)) != 0) {
+                                                printf("clip search: fast d %a, straightforward %a (type %d, n %u, grid %u, "
+                                                       "group %d)\n", a.d, b.d, (int) t, n, grids[gi], k);
+                                                check(false);
+                                        }
+                                        n_checked++;
+                                }
+        printf("clip search: fast == straightforward on %zu groups\n", n_checked);
+}
+
 /* AWQ with more tokens than channels takes its errors from XᵀX: err_final equals the error of
  * the written blocks computed from the tokens in double. */
 static void test_awq_gram_path(void) {
@@ -324,6 +370,7 @@ int main(void) {
                 test_factorisation(sizes[i]);
         test_gptq_vs_plain();
         test_clip_batch();
+        test_clip_fast_vs_ref();
         test_awq_gram_path();
         printf("ok\n");
         return 0;
