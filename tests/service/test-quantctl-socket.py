@@ -181,6 +181,18 @@ def test_jobs():
     assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
 
 
+def refused(s):
+    """Whether the request on s was answered busy (503) at once; a running or queued one is not."""
+    s.settimeout(0.3)
+    try:
+        head = s.recv(64)
+    except socket.timeout:
+        return False
+    finally:
+        s.settimeout(None)
+    return head.startswith(b"HTTP/1.1 503")
+
+
 def open_stream():
     """A long generation over a raw connection, left running (1 decoding, the rest queued)."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -199,11 +211,14 @@ def test_exit_codes():
     assert run(SOCKET, "precision", "tiny", "fp9").returncode == 2
     p = run([env.quantctl, "--socket", os.path.join(env.dir, "absent.sock")], "models")
     assert p.returncode == 3 and "Cannot connect" in p.stderr, (p.returncode, p.stderr)
-    # A full queue (1 decoding + 2 queued) answers busy at once: exit 4.
+    # A full queue (1 decoding + 2 queued) answers busy at once: exit 4. Requests end at EOS and
+    # free places, so the queue is filled again, until one is seen refused, right before each try.
     held, codes = [], []
     for _ in range(5):
-        held += [open_stream() for _ in range(4)]
-        time.sleep(0.2)
+        for _ in range(12):
+            held.append(open_stream())
+            if refused(held[-1]):
+                break
         p = run(SOCKET, "generate", "tiny", "hi", "--raw", "--max-tokens", "2")
         codes.append(p.returncode)
         if p.returncode == 4:

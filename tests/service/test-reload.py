@@ -20,7 +20,7 @@ cpu_only = yes
 [limits]
 max_batch = 1
 queue_length = 1
-max_new_tokens = 20
+max_new_tokens = 400
 max_prompt_tokens = 40
 max_request_bytes = 4096
 """
@@ -30,13 +30,14 @@ cpu_only = yes
 [limits]
 max_batch = 8
 queue_length = 32
-max_new_tokens = 200
+max_new_tokens = 800
 max_prompt_tokens = 400
 max_request_bytes = 1M
 """
 
-# The queue test needs requests that last longer than quantctl takes to start: the bundled
-# model's 20 steps on the CPU reference do; the tiny fixture's end within a millisecond.
+# The queue test needs requests that last longer than quantctl takes to start, also on a loaded
+# machine: the bundled model's up to 400 steps on the CPU reference (about 30 ms each; closing the
+# connection cancels them); the tiny fixture's end within a millisecond.
 BUNDLED = svc_common.Env.bundled_model()
 env = svc_common.Env(SMALL, models=("tiny.gguf",) + ((BUNDLED,) if BUNDLED else ()))
 HOLD = os.path.basename(BUNDLED)[:-5] if BUNDLED else "tiny"
@@ -86,7 +87,7 @@ def hold_stream():
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(30)
     s.connect(SOCK)
-    body = json.dumps({"model": HOLD, "prompt": "Once", "max_tokens": 20, "temperature": 1.0}).encode()
+    body = json.dumps({"model": HOLD, "prompt": "Once", "max_tokens": 400, "temperature": 1.0}).encode()
     s.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     held.append(s)
@@ -137,9 +138,9 @@ def busy_code(rounds=5):
 def check_small():
     n = len(quantctl("tokenize", "tiny", PROMPT).stdout.split())
     assert 40 < n <= 400, n
-    p = quantctl("generate", "tiny", "hi", "--raw", "--max-tokens", "50")
+    p = quantctl("generate", "tiny", "hi", "--raw", "--max-tokens", "500")
     assert p.returncode == 1 and "limits" in p.stderr, (p.returncode, p.stderr)
-    p = quantctl("generate", "tiny", "hi", "--raw", "--max-tokens", "50", bus=True)
+    p = quantctl("generate", "tiny", "hi", "--raw", "--max-tokens", "500", bus=True)
     assert p.returncode == 1, (p.returncode, p.stderr)
     p = quantctl("generate", "tiny", PROMPT, "--raw", "--max-tokens", "2")
     assert p.returncode == 1 and "limits" in p.stderr, (p.returncode, p.stderr)
