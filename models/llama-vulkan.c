@@ -685,6 +685,16 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
         return 0;
 }
 
+/* The epilogues' counters (matvec-epi.glsl): GLU+Q8 one per block of 32 outputs; NORM one,
+ * NORM+Q8 one per block and one more, then a float per block. */
+static uint64_t cnt_glu_bytes(uint32_t F) {
+        return (uint64_t) DIV_ROUND_UP(F, 32u) * 4;
+}
+
+static uint64_t cnt_norm_bytes(uint32_t E) {
+        return (2 * (uint64_t) DIV_ROUND_UP(E, 32u) + 1) * 4;
+}
+
 LlamaVkSeq *llama_vk_seq_free(LlamaVkSeq *s) {
         if (!s)
                 return NULL;
@@ -719,7 +729,7 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
         uint32_t kmax = MAX(MAX(E, F), nq);
         uint64_t scratch = MAX(qvk_matmul_scratch_bytes(v->d, kmax, s->ubatch),
                                qvk_matmul_scratch_bytes(v->d, kmax, 1));
-        uint64_t cnt_glu = (uint64_t) DIV_ROUND_UP(F, 32u) * 4, cnt_norm = (2 * (uint64_t) DIV_ROUND_UP(E, 32u) + 4) * 4;
+        uint64_t cnt_glu = cnt_glu_bytes(F), cnt_norm = cnt_norm_bytes(E);
         struct {
                 QvkBuffer **b;
                 uint64_t size;
@@ -876,7 +886,7 @@ static int mm_norm(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t,
                 B(xin, 0, (uint64_t) E * 4),
                 B(v->common, w_off, (uint64_t) E * 4),
                 B(s->xb, 0, (uint64_t) E * 4),
-                B(s->cnt_norm, 0, (2 * (uint64_t) DIV_ROUND_UP(E, 32u) + 1) * 4),
+                B(s->cnt_norm, 0, cnt_norm_bytes(E)),
                 B(xq_out ? xq_out : s->scratch, 0, qvk_q8_bytes(E, 1)),
         };
         return qvk_matvec_epi(c, xq_out ? QVK_EPI_NORM_Q8 : QVK_EPI_NORM, t->wt, B(wbuf, t->off, t->bytes), E, t->k,
@@ -889,7 +899,7 @@ static int mm_glu(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, 
                   QvkBuffer *xq_out) {
         uint32_t F = t->m / 2;
         QvkBinding extra[2] = {
-                B(s->cnt_glu, 0, (uint64_t) DIV_ROUND_UP(F, 32u) * 4),
+                B(s->cnt_glu, 0, cnt_glu_bytes(F)),
                 B(xq_out ? xq_out : s->scratch, 0, qvk_q8_bytes(F, 1)),
         };
         return qvk_matvec_epi(c, xq_out ? QVK_EPI_GLU_Q8 : QVK_EPI_GLU, t->wt, B(wbuf, t->off, t->bytes), F, t->k,
@@ -1053,7 +1063,7 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 uint64_t next_norm = l + 1 < nl ? v->off_attn_norm[l + 1] : v->off_out_norm;
                 /* One token: the residual add and the norm after it in the epilogues of the wo
                  * and down products (both or neither: the residual goes x -> x2 -> x), SiLU·up
-                 * in that of gate/up; 5 dispatches a layer instead of 7. */
+                 * in that of gate/up; 5 dispatches a layer instead of 8. */
                 bool fnorm = epi_ok(s, &L->wo, gu_q8 ? QVK_EPI_NORM_Q8 : QVK_EPI_NORM, wo_q8, n) &&
                              epi_ok(s, &L->down, next_q8 ? QVK_EPI_NORM_Q8 : QVK_EPI_NORM, down_q8, n);
                 bool fglu = epi_ok(s, &L->gu, down_q8 ? QVK_EPI_GLU_Q8 : QVK_EPI_GLU, gu_q8, n);
