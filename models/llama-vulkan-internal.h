@@ -76,7 +76,7 @@ struct LlamaVk {
         QvkPipeline *p_norm_wide, *p_add_norm_wide; /* one row over many workgroups (decode) */
         QvkPipeline *p_attn_dec, *p_attn_dec_rope, *p_attn_dec_rope_q8; /* decode attention, one dispatch */
         /* decode: SiLU·up and the residual add + RMSNorm folded into the matrix-vector products
-         * before them (qvk_matvec_epi): LLAMA_VK_FUSE_* bits, $QUANTD_VK_DISABLE_FUSION */
+         * before them (qvk_matvec_epi): LLAMA_VK_FUSE_* bits, $QUANTD_VK_FUSION */
         unsigned fusion;
 };
 

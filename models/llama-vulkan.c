@@ -655,16 +655,14 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
                     (r = qvk_pipeline_get(d, decr, &hp->head_dim, 1, 9, 32, &v->p_attn_dec_rope)) < 0)
                         return r;
         }
-        /* $QUANTD_VK_DISABLE_FUSION=1: the decode step without the products' epilogues, =glu or
-         * =norm without that one (for comparisons; qvk_matvec_epi), =0 with all. Off by default
-         * on CPU devices: lavapipe ran the fused step slower (docs/PERFORMANCE.md). */
-        const char *nofuse = getenv("QUANTD_VK_DISABLE_FUSION");
-        v->fusion = streq_ptr(nofuse, "1")      ? 0
-                    : streq_ptr(nofuse, "glu")  ? LLAMA_VK_FUSE_NORM
-                    : streq_ptr(nofuse, "norm") ? LLAMA_VK_FUSE_GLU
-                    : streq_ptr(nofuse, "0")    ? LLAMA_VK_FUSE_ALL
-                    : streq(qvk_device_features(d)->type, "cpu") ? 0
-                                                : LLAMA_VK_FUSE_ALL;
+        /* The products' epilogues (qvk_matvec_epi) are off unless $QUANTD_VK_FUSION is 1 (all),
+         * glu (SiLU·up only) or norm (add + norm only): the fused decode step ran slower on the
+         * H100 (int4 tg128 by 6-8%) and on lavapipe (docs/PERFORMANCE.md). */
+        const char *fuse = getenv("QUANTD_VK_FUSION");
+        v->fusion = streq_ptr(fuse, "1")      ? LLAMA_VK_FUSE_ALL
+                    : streq_ptr(fuse, "glu")  ? LLAMA_VK_FUSE_GLU
+                    : streq_ptr(fuse, "norm") ? LLAMA_VK_FUSE_NORM
+                                              : 0;
         if (v->p_norm_wide && qvk_device_features(d)->int_dot && hp->n_ff % 32 == 0 &&
             !streq_ptr(getenv("QUANTD_VK_NO_FUSE_Q8"), "1")) {
                 const uint32_t wg32[] = { 32 };

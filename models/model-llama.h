@@ -115,7 +115,7 @@ int llama_vk_seq_profile(LlamaVkSeq *s, bool decode, const char *const **ret_nam
 int llama_vk_seq_stats(LlamaVkSeq *s, bool decode, uint32_t *ret_dispatches, uint32_t *ret_barriers);
 /* Which of the decode step's fused epilogues (qvk_matvec_epi) the next recordings use: SiLU·up
  * in the gate/up product, the residual add + RMSNorm in the wo and down products. Initially
- * both; $QUANTD_VK_DISABLE_FUSION=1 none, =glu or =norm all but that one. The benchmark's A/B
+ * none; $QUANTD_VK_FUSION=1 both, =glu or =norm that one. The benchmark's A/B
  * in one run. */
 enum {
         LLAMA_VK_FUSE_GLU = 1 << 0,

@@ -8,7 +8,7 @@
  * (llama_vk_batch_eval), tokens/s summed over the N sequences. --kmix: the weights in llama.cpp's
  * Q4_K_M mix (Q4_K, Q6_K; bench_model_kmix), measured in their as-stored int4 variant only.
  * --decode-only: tg only (no pp measurement, no profile). --fusion: the decode step with its
- * fused epilogues on, off (as $QUANTD_VK_DISABLE_FUSION=1), both, or each (on, SiLU·up only,
+ * fused epilogues on (as $QUANTD_VK_FUSION=1), off, both, or each (on, SiLU·up only,
  * add + norm only, off), one after the other on the same weights (llama_vk_set_fusion); each tg
  * line also gives the dispatches and barriers of one decode step's recording. */
 #include <errno.h>
