@@ -71,6 +71,9 @@ layout(std430, binding = 0) readonly buffer WV { vec4 wv[]; };
 layout(std430, binding = XB) readonly buffer XV { vec4 xv4[]; };
 #if defined(QK) && !defined(U32)
 layout(std430, binding = 0) readonly buffer WH { uint16_t wh[]; };
+#if defined(REPACK)
+layout(std430, binding = 0) readonly buffer WV2 { vec2 wv2[]; };  // a unit's 8 quant bytes
+#endif
 #endif
 
 void unpack8(uvec4 a, out float v[8]) {
@@ -117,10 +120,12 @@ void fetch_w(uint tm, uint kb, uint r, uint j, out WRaw raw) {
     raw.h[1] = uint(wh[hs + 1u]);
 #endif
     raw.h[0] = uint(wh[hs]);
-    raw.h[2] = uint(wh[hq]);
-    raw.h[3] = uint(wh[hq + 1u]);
-    raw.h[4] = uint(wh[hq + 2u]);
-    raw.h[5] = uint(wh[hq + 3u]);
+    // rows start 16-byte aligned and units are 8 bytes: one 8-byte load, not four 16-bit ones
+    uvec2 t = floatBitsToUint(wv2[hq / 4u]);
+    raw.h[2] = t.x & 0xffffu;
+    raw.h[3] = t.x >> 16;
+    raw.h[4] = t.y & 0xffffu;
+    raw.h[5] = t.y >> 16;
 #elif defined(QK) && !defined(U32)
     uint b = wr * (pc.k / QK) + (u >> 2), q = u & 3u;
     uint hb = b * (BLOCK_BYTES / 2u);
