@@ -94,9 +94,9 @@ static int run(LlamaVk *v, uint32_t V, QdPrecision p0, QdPrecision p1, bool ahea
         return llama_vk_seq_eval(s, &tok, 1, true, ret_logits, NULL, NULL);
 }
 
-static void compare(const char *path, QdPrecision p0, QdPrecision p1, const char *what, Act (*act)(uint32_t)) {
+static void compare(QvkDevice *d, const char *path, QdPrecision p0, QdPrecision p1, const char *what,
+                    Act (*act)(uint32_t)) {
         _cleanup_(gguf_closep) Gguf *g = NULL;
-        _cleanup_(qvk_device_freep) QvkDevice *d = NULL;
         _cleanup_(llama_vk_freep) LlamaVk *v = NULL;
         _cleanup_free_ char *err = NULL;
         LlamaWeights w = {};
@@ -112,9 +112,7 @@ static void compare(const char *path, QdPrecision p0, QdPrecision p1, const char
         for (size_t i = 0; i < N_PROMPT; i++)
                 prompt[i] = fixture_rand(&seed) % V;
 
-        int r = qvk_device_new(NULL, NULL, &d);
-        if (r >= 0)
-                r = llama_vk_new(d, &w, &v);
+        int r = llama_vk_new(d, &w, &v);
         int ra = r < 0 ? r : run(v, V, p0, p1, false, act, prompt, ta, la);
         int rb = r < 0 ? r : run(v, V, p0, p1, true, act, prompt, tb, lb);
         size_t same = 0;
@@ -130,9 +128,8 @@ static void compare(const char *path, QdPrecision p0, QdPrecision p1, const char
 }
 
 /* Sequences freed with a step queued ahead, one of them in the middle of a batch's life. */
-static void free_queued(const char *path, QdPrecision p) {
+static void free_queued(QvkDevice *d, const char *path, QdPrecision p) {
         _cleanup_(gguf_closep) Gguf *g = NULL;
-        _cleanup_(qvk_device_freep) QvkDevice *d = NULL;
         _cleanup_(llama_vk_freep) LlamaVk *v = NULL;
         _cleanup_free_ char *err = NULL;
         LlamaWeights w = {};
@@ -142,9 +139,7 @@ static void free_queued(const char *path, QdPrecision p) {
 
         assert(gguf_open(path, &g, &err) == 0);
         assert(llama_weights_load(g, &w, &err) == 0);
-        r = qvk_device_new(NULL, NULL, &d);
-        if (r >= 0)
-                r = llama_vk_new(d, &w, &v);
+        r = llama_vk_new(d, &w, &v);
         if (r >= 0)
                 r = llama_vk_set_precision(v, p);
         for (uint32_t k = 0; r >= 0 && k < 3; k++) {
@@ -204,10 +199,12 @@ static void engine(QdEngine *e, const char *path) {
 
 int main(void) {
         _cleanup_(qd_engine_freep) QdEngine *gpu = NULL;
+        _cleanup_(qvk_device_freep) QvkDevice *d = NULL;
         char *dir;
 
         if (!fixture_engines(&gpu, NULL))
                 return 77;
+        assert(qvk_device_new(NULL, NULL, &d) == 0); /* the LlamaVk-level cases' */
         dir = fixture_tmpdir();
         assert(dir);
         static const struct {
@@ -225,9 +222,9 @@ int main(void) {
                 assert(asprintf(&path, "%s/m%zu.gguf", dir, f) > 0);
                 assert(fixture_write(&spec, path) == 0);
                 printf("%s:\n", ggml_type_name(formats[f].t));
-                compare(path, formats[f].p0, formats[f].p1, "greedy", act_greedy);
-                compare(path, formats[f].p0, formats[f].p1, "deviating, logits, batch, switch", act_mixed);
-                free_queued(path, formats[f].p0);
+                compare(d, path, formats[f].p0, formats[f].p1, "greedy", act_greedy);
+                compare(d, path, formats[f].p0, formats[f].p1, "deviating, logits, batch, switch", act_mixed);
+                free_queued(d, path, formats[f].p0);
                 engine(gpu, path);
         }
         fixture_rmdir(dir);
