@@ -393,6 +393,8 @@ static int seq_eval(QdSequence *s, const int32_t *tokens, size_t n, bool want_lo
 }
 
 int qd_sequence_prefill(QdSequence *s, const int32_t *tokens, size_t n) {
+        if (s->vk) /* the caller's own tokens: nothing to run ahead on */
+                llama_vk_seq_set_runahead(s->vk, false);
         return seq_eval(s, tokens, n, false);
 }
 
@@ -431,6 +433,10 @@ int qd_sequence_step(QdSequence *s, const QdSampling *smp, int32_t *ret_token, f
         r = seq_choose(s, smp, &token, &lp);
         if (r < 0)
                 return r;
+        /* Greedy: the device queues the next step on this one's argmax before returning, which
+         * the next greedy step then takes (llama_vk_seq_set_runahead). */
+        if (s->vk)
+                llama_vk_seq_set_runahead(s->vk, sampling_is_greedy(smp));
         r = seq_eval(s, &token, 1, !sampling_is_greedy(smp));
         if (r < 0)
                 return r;

@@ -208,6 +208,12 @@ int llama_vk_batch_eval(LlamaVk *v, LlamaVkSeq *const *seqs, const int32_t *toke
                                 return -EINVAL; /* one token per sequence and step */
         }
 
+        /* the host writes each sequence's position below: no step of theirs may be queued */
+        for (size_t i = 0; i < n; i++) {
+                r = llama_vk_seq_settle(seqs[i]);
+                if (r < 0)
+                        return r;
+        }
         for (size_t done = 0; done < n;) {
                 uint32_t cnt = MIN(n - done, (size_t) BATCH_MAX);
                 LlamaVkSeq *const *ss = seqs + done;
@@ -251,6 +257,7 @@ int llama_vk_batch_eval(LlamaVk *v, LlamaVkSeq *const *seqs, const int32_t *toke
                 for (uint32_t j = 0; j < cnt; j++) {
                         const uint32_t *res = qvk_buffer_map(ss[j]->result);
                         ss[j]->len++;
+                        ss[j]->last = 0; /* its logits and argmax are parity 0's */
                         if (ret_argmax)
                                 ret_argmax[done + j] = (int32_t) res[0];
                         if (ret_logprob)

@@ -78,6 +78,7 @@ struct LlamaVk {
         /* decode: SiLU·up and the residual add + RMSNorm folded into the matrix-vector products
          * before them (qvk_matvec_epi): LLAMA_VK_FUSE_* bits, $QUANTD_VK_FUSION */
         unsigned fusion;
+        bool no_runahead; /* $QUANTD_VK_RUNAHEAD=0: llama_vk_seq_set_runahead() has no effect */
 };
 
 struct LlamaVkSeq {
@@ -92,8 +93,18 @@ struct LlamaVkSeq {
          * scratch, and the epilogues' counters (per block of 32 of n_ff; one for the norms) */
         QvkBuffer *xq2, *cnt_glu, *cnt_norm;
         uint32_t kps, n_split; /* decode attention: keys per split, splits */
-        QvkCmd *cmd_decode, *cmd_prefill;
-        uint64_t gen_decode, gen_prefill;
+        /* The decode step in two parities (greedy run-ahead, llama-vulkan-runahead.c): each its
+         * own recording, position, logits and argmax; parity p reads its token from the argmax
+         * of parity 1-p (written there by the host unless the step runs ahead). Parity 0's
+         * are params, logits and result above, which prompts and the batched decode use. */
+        QvkCmd *cmd_dec[2], *cmd_prefill;
+        uint64_t gen_dec[2], gen_prefill;
+        QvkBuffer *params1, *logits1, *result1;
+        bool runahead;       /* llama_vk_seq_set_runahead() */
+        int spec;            /* parity of the step queued ahead of the caller, -1: none */
+        uint32_t spec_pos;   /* its position; its token is the argmax of the step before */
+        int32_t spec_token;
+        uint32_t last;       /* parity whose logits and argmax are the last token's */
         uint32_t prefill_n;
         struct LlamaVkCapture *capture; /* calibration hooks in the prefill (llama-vulkan-capture.c) */
         bool profile;      /* timestamps around the ops of the first layer */
@@ -128,5 +139,15 @@ bool llama_vk_attn_prompt_flash(QvkDevice *d, uint32_t head_dim, bool kv_f16);
 int llama_vk_attn_prompt_record(QvkCmd *c, const LlamaVkAttn *a);
 /* The same for layer l of sequence s, n tokens (record()'s prompt path). */
 int llama_vk_attn_prompt(QvkCmd *c, LlamaVkSeq *s, uint32_t l, uint32_t n);
+/* Records the step of n tokens of s into c (binding s->tokens, params, logits and result). */
+int llama_vk_seq_record(LlamaVkSeq *s, QvkCmd *c, uint32_t n);
+/* Evaluates token at position s->len (the decode step, llama-vulkan-runahead.c); ahead: queue
+ * the step after it on its argmax when run-ahead is on. */
+int llama_vk_seq_decode(LlamaVkSeq *s, int32_t token, bool ahead);
+/* Parity p's params, logits and argmax buffers of the decode step. */
+QvkBuffer *llama_vk_seq_io(LlamaVkSeq *s, uint32_t p, QvkBuffer **ret_logits, QvkBuffer **ret_result);
+/* Waits for a step queued ahead (run-ahead) and discards it, so that the host may write the
+ * sequence's buffers (its KV entry past len is overwritten by the next step). */
+int llama_vk_seq_settle(LlamaVkSeq *s);
 /* Frees the batch's buffers (not its recording); the recording must be made again. */
 void llama_vk_batch_done(Batch *b);

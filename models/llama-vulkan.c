@@ -28,11 +28,11 @@ static int stamp(QvkCmd *c, LlamaVkSeq *s, uint32_t l) {
 
 void llama_vk_seq_set_profile(LlamaVkSeq *s, bool on) {
         s->profile = on;
-        s->gen_decode = s->gen_prefill = UINT64_MAX; /* re-record */
+        s->gen_dec[0] = s->gen_dec[1] = s->gen_prefill = UINT64_MAX; /* re-record */
 }
 
 int llama_vk_seq_profile(LlamaVkSeq *s, bool decode, const char *const **ret_names, double *ret_ns) {
-        QvkCmd *c = decode ? s->cmd_decode : s->cmd_prefill;
+        QvkCmd *c = decode ? s->cmd_dec[s->last] : s->cmd_prefill;
         int r;
 
         if (!s->profile || !c || s->n_stamps < 2)
@@ -45,9 +45,10 @@ int llama_vk_seq_profile(LlamaVkSeq *s, bool decode, const char *const **ret_nam
 }
 
 int llama_vk_seq_stats(LlamaVkSeq *s, bool decode, uint32_t *ret_dispatches, uint32_t *ret_barriers) {
-        QvkCmd *c = decode ? s->cmd_decode : s->cmd_prefill;
+        uint32_t p = s->gen_dec[0] == UINT64_MAX; /* both parities record the same step */
+        QvkCmd *c = decode ? s->cmd_dec[p] : s->cmd_prefill;
 
-        if (!c || (decode ? s->gen_decode : s->gen_prefill) == UINT64_MAX)
+        if (!c || (decode ? s->gen_dec[p] : s->gen_prefill) == UINT64_MAX)
                 return -ENODATA;
         qvk_cmd_stats(c, ret_dispatches, ret_barriers);
         return 0;
@@ -460,6 +461,10 @@ int llama_vk_drop_variants(LlamaVk *v, bool keep_current_only) {
 
         if (!keep_current_only)
                 return 0;
+        /* a decode step queued ahead (run-ahead) may still read the variant it was recorded with */
+        int r = qvk_device_wait_idle(v->d);
+        if (r < 0)
+                return r;
         pthread_mutex_lock(&v->lock);
         for (int p = 0; p < _QD_PRECISION_MAX; p++)
                 if (p != (int) v->cur) {
@@ -486,6 +491,7 @@ uint64_t llama_vk_device_bytes(LlamaVk *v) {
 LlamaVk *llama_vk_free(LlamaVk *v) {
         if (!v)
                 return NULL;
+        (void) qvk_device_wait_idle(v->d); /* steps queued ahead of sequences not yet freed */
         llama_vk_batch_done(&v->batch);
         qvk_cmd_free(v->batch.cmd);
         for (int p = 0; p < _QD_PRECISION_MAX; p++)
@@ -659,6 +665,8 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
          * glu (SiLU·up only) or norm (add + norm only): the fused decode step ran slower on the
          * H100 (int4 tg128 by 6-8%) and on lavapipe (docs/PERFORMANCE.md). */
         const char *fuse = getenv("QUANTD_VK_FUSION");
+        /* $QUANTD_VK_RUNAHEAD=0: no decode step queued ahead, whatever the callers ask */
+        v->no_runahead = streq_ptr(getenv("QUANTD_VK_RUNAHEAD"), "0");
         v->fusion = streq_ptr(fuse, "1")      ? LLAMA_VK_FUSE_ALL
                     : streq_ptr(fuse, "glu")  ? LLAMA_VK_FUSE_GLU
                     : streq_ptr(fuse, "norm") ? LLAMA_VK_FUSE_NORM
@@ -696,11 +704,15 @@ static uint64_t cnt_norm_bytes(uint32_t E) {
 LlamaVkSeq *llama_vk_seq_free(LlamaVkSeq *s) {
         if (!s)
                 return NULL;
-        qvk_cmd_free(s->cmd_decode);
+        /* first the recordings: freeing one waits for its last submission (a step queued
+         * ahead included), before its buffers go */
+        qvk_cmd_free(s->cmd_dec[0]);
+        qvk_cmd_free(s->cmd_dec[1]);
         qvk_cmd_free(s->cmd_prefill);
         QvkBuffer **bufs[] = { &s->kc, &s->vc, &s->x, &s->x2, &s->xb, &s->qkv, &s->q, &s->att, &s->o,
                                &s->gu, &s->g, &s->xlast, &s->logits, &s->scratch, &s->tokens,
-                               &s->params, &s->result, &s->part, &s->cnt, &s->xq2, &s->cnt_glu, &s->cnt_norm };
+                               &s->params, &s->result, &s->part, &s->cnt, &s->xq2, &s->cnt_glu, &s->cnt_norm,
+                               &s->params1, &s->logits1, &s->result1 };
         for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
                 qvk_buffer_free(*bufs[i]);
         return mfree(s);
@@ -718,6 +730,7 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
                 return -ENOMEM;
         s->v = v;
         s->id = ++v->next_seq_id;
+        s->spec = -1;
         s->n_ctx = n_ctx;
         s->ubatch = MIN(UBATCH, n_ctx);
         s->kv_stride = ALIGN_TO((uint64_t) n_ctx * nkv * (v->kv_f16 ? 2 : 4), ALIGN);
@@ -750,6 +763,10 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
                 { &s->tokens, ub * 4, QVK_MEM_HOST },
                 { &s->params, 256, QVK_MEM_HOST },
                 { &s->result, 256, QVK_MEM_HOST },
+                /* the decode step's parity 1 (llama-vulkan-runahead.c) */
+                { &s->params1, 256, QVK_MEM_HOST },
+                { &s->result1, 256, QVK_MEM_HOST },
+                { &s->logits1, (uint64_t) hp->n_vocab * 4, QVK_MEM_DEVICE },
                 { &s->cnt, (uint64_t) hp->n_head * 4, QVK_MEM_DEVICE },
                 { &s->xq2, MAX(qvk_q8_bytes(kmax, 1), 256u), QVK_MEM_DEVICE },
                 { &s->cnt_glu, cnt_glu, QVK_MEM_DEVICE },
@@ -1157,15 +1174,23 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
         return qvk_cmd_end(c);
 }
 
+int llama_vk_seq_record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
+        return record(s, c, n);
+}
+
 int llama_vk_seq_logits(LlamaVkSeq *s, float *logits) {
+        QvkBuffer *lg;
+
         if (s->len == 0)
                 return -EINVAL;
-        return qvk_buffer_download(s->logits, 0, logits, (uint64_t) s->v->w->hp.n_vocab * 4);
+        (void) llama_vk_seq_io(s, s->last, &lg, NULL);
+        return qvk_buffer_download(lg, 0, logits, (uint64_t) s->v->w->hp.n_vocab * 4);
 }
 
 int llama_vk_seq_eval(LlamaVkSeq *s, const int32_t *tokens, size_t n, bool want_logits,
                       float *logits, int32_t *ret_argmax, float *ret_logprob) {
         LlamaVk *v = s->v;
+        QvkBuffer *res;
         int r;
 
         if (n == 0)
@@ -1176,48 +1201,57 @@ int llama_vk_seq_eval(LlamaVkSeq *s, const int32_t *tokens, size_t n, bool want_
                 if (tokens[i] < 0 || (uint32_t) tokens[i] >= v->w->hp.n_vocab)
                         return -EINVAL;
 
-        for (size_t done = 0; done < n;) {
+        /* one token: the decode step, queued ahead (run-ahead) where nobody wants the logits */
+        if (n == 1 && (r = llama_vk_seq_decode(s, tokens[0], !want_logits && !s->capture)) < 0)
+                return r;
+        if (n > 1 && (r = llama_vk_seq_settle(s)) < 0)
+                return r;
+        for (size_t done = 0; n > 1 && done < n;) {
                 uint32_t cnt = MIN(n - done, (size_t) s->ubatch);
-                QvkCmd **cmd = cnt == 1 ? &s->cmd_decode : &s->cmd_prefill;
-                uint64_t *gen = cnt == 1 ? &s->gen_decode : &s->gen_prefill;
 
-                if (!*cmd) {
-                        r = qvk_cmd_new(v->d, cmd);
+                if (cnt == 1) { /* the prompt's last token on its own */
+                        if ((r = llama_vk_seq_decode(s, tokens[done], false)) < 0)
+                                return r;
+                        done++;
+                        continue;
+                }
+                if (!s->cmd_prefill) {
+                        r = qvk_cmd_new(v->d, &s->cmd_prefill);
                         if (r < 0)
                                 return r;
-                        *gen = UINT64_MAX;
+                        s->gen_prefill = UINT64_MAX;
                 }
-                if (*gen != v->generation || (cnt > 1 && s->prefill_n != cnt)) {
-                        r = record(s, *cmd, cnt);
+                if (s->gen_prefill != v->generation || s->prefill_n != cnt) {
+                        r = record(s, s->cmd_prefill, cnt);
                         if (r < 0) {
-                                *gen = UINT64_MAX;
+                                s->gen_prefill = UINT64_MAX;
                                 return r;
                         }
-                        *gen = v->generation;
-                        if (cnt > 1)
-                                s->prefill_n = cnt;
+                        s->gen_prefill = v->generation;
+                        s->prefill_n = cnt;
                 }
                 memcpy(qvk_buffer_map(s->tokens), tokens + done, cnt * sizeof(int32_t));
                 uint32_t *prm = qvk_buffer_map(s->params);
                 prm[0] = s->len;
                 prm[1] = cnt;
-                r = qvk_cmd_submit(*cmd);
+                r = qvk_cmd_submit(s->cmd_prefill);
                 if (r < 0)
                         return r;
-                r = qvk_cmd_wait(*cmd);
+                r = qvk_cmd_wait(s->cmd_prefill);
                 if (r < 0)
                         return r;
                 s->len += cnt;
+                s->last = 0; /* the prompt's logits and argmax are parity 0's */
                 done += cnt;
         }
 
-        const uint32_t *res = qvk_buffer_map(s->result);
+        (void) llama_vk_seq_io(s, s->last, NULL, &res);
+        const uint32_t *rv = qvk_buffer_map(res);
         if (ret_argmax)
-                *ret_argmax = (int32_t) res[0];
+                *ret_argmax = (int32_t) rv[0];
         if (ret_logprob)
-                memcpy(ret_logprob, &res[1], sizeof(float));
+                memcpy(ret_logprob, &rv[1], sizeof(float));
         if (want_logits)
                 return llama_vk_seq_logits(s, logits);
         return 0;
 }
-

@@ -123,6 +123,13 @@ enum {
         LLAMA_VK_FUSE_ALL = LLAMA_VK_FUSE_GLU | LLAMA_VK_FUSE_NORM,
 };
 void llama_vk_set_fusion(LlamaVk *v, unsigned which);
+/* Greedy run-ahead (off initially; $QUANTD_VK_RUNAHEAD=0 keeps it off): a single-token
+ * llama_vk_seq_eval() without logits queues the next decode step on its own argmax before it
+ * returns, so that the GPU runs it while the caller handles the result. Called next with that
+ * argmax (greedy decoding), the step is not submitted again; with another token, or with a
+ * prompt, a batched step or a precision switch in between, it is waited for and discarded
+ * (results equal those without run-ahead). Free the sequence as usual: that waits for it. */
+void llama_vk_seq_set_runahead(LlamaVkSeq *s, bool on);
 /* Downloads the logits of the last evaluated token (n_vocab floats). */
 int llama_vk_seq_logits(LlamaVkSeq *s, float *logits);
 int llama_vk_seq_eval(LlamaVkSeq *s, const int32_t *tokens, size_t n, bool want_logits,

@@ -523,6 +523,15 @@ const QvkFeatures *qvk_device_features(QvkDevice *d) {
         return &d->features;
 }
 
+int qvk_device_wait_idle(QvkDevice *d) {
+        VkResult vr;
+
+        pthread_mutex_lock(&d->lock);
+        vr = vkQueueWaitIdle(d->queue);
+        pthread_mutex_unlock(&d->lock);
+        return qvk_result_to_errno(vr);
+}
+
 void qvk_device_memory(QvkDevice *d, uint64_t *ret_budget, uint64_t *ret_used_by_us) {
         VkPhysicalDeviceMemoryBudgetPropertiesEXT budget = {
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT };

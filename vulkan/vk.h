@@ -55,6 +55,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(QvkDevice *, qvk_device_free);
 const QvkFeatures *qvk_device_features(QvkDevice *d);
 /* Current budget and usage of device-local memory (from VK_EXT_memory_budget when present). */
 void qvk_device_memory(QvkDevice *d, uint64_t *ret_budget, uint64_t *ret_used_by_us);
+/* Waits until the queue has run everything submitted so far (before freeing buffers that a
+ * submission nobody waits for may still use). */
+int qvk_device_wait_idle(QvkDevice *d);
 /* Number of validation-layer messages (warning or error) seen since start; tests assert 0. */
 unsigned qvk_validation_messages(void);
 /* Text of the last counted validation message, NULL when none (for test diagnostics). */

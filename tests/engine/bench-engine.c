@@ -4,13 +4,16 @@
  *   quantd-engine-bench [--layers N] [--embd N] [--ff N] [--heads N] [--kv-heads N]
  *                       [--vocab N] [--pp N] [--tg N] [--reps N] [--batch N] [--device SEL]
  *                       [--precision fp16|int8|int4] [--decode-only] [--fusion on|off|both|each]
+ *                       [--runahead on|off|both]
  * --batch N adds a batched decode measurement: N sequences stepped together for tg steps
  * (llama_vk_batch_eval), tokens/s summed over the N sequences. --kmix: the weights in llama.cpp's
  * Q4_K_M mix (Q4_K, Q6_K; bench_model_kmix), measured in their as-stored int4 variant only.
  * --decode-only: tg only (no pp measurement, no profile). --fusion: the decode step with its
  * fused epilogues on (as $QUANTD_VK_FUSION=1), off, both, or each (on, SiLU·up only,
  * add + norm only, off), one after the other on the same weights (llama_vk_set_fusion); each tg
- * line also gives the dispatches and barriers of one decode step's recording. */
+ * line also gives the dispatches and barriers of one decode step's recording. --runahead: the
+ * greedy decode with the next step queued on the GPU's argmax before the host sees it
+ * (llama_vk_seq_set_runahead), without, or both one after the other (default: off). */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -60,8 +63,8 @@ static int bench_batch(LlamaVk *v, uint32_t n, uint32_t tg, uint32_t reps, uint3
 
 /* Prompt processing of pp tokens and decode of tg tokens (another sequence), reps times after a
  * warm-up: the mean tokens/s of each. */
-static int measure(LlamaVk *v, const int32_t *tokens, uint32_t pp, uint32_t tg, uint32_t reps, double *ret_pp,
-                   double *ret_tg, uint32_t *ret_dispatches, uint32_t *ret_barriers) {
+static int measure(LlamaVk *v, const int32_t *tokens, uint32_t pp, uint32_t tg, uint32_t reps, bool ahead,
+                   double *ret_pp, double *ret_tg, uint32_t *ret_dispatches, uint32_t *ret_barriers) {
         double pp_sum = 0, tg_sum = 0;
         int r;
 
@@ -70,6 +73,7 @@ static int measure(LlamaVk *v, const int32_t *tokens, uint32_t pp, uint32_t tg, 
                 int32_t tok;
                 if ((r = llama_vk_seq_new(v, pp + tg + 16, &s1)) < 0 || (r = llama_vk_seq_new(v, tg + 16, &s2)) < 0)
                         return r;
+                llama_vk_seq_set_runahead(s2, ahead);
                 double a = bench_now();
                 r = pp ? llama_vk_seq_eval(s1, tokens, pp, false, NULL, &tok, NULL) : 0;
                 double b = bench_now();
@@ -98,7 +102,7 @@ static int measure(LlamaVk *v, const int32_t *tokens, uint32_t pp, uint32_t tg, 
 
 int main(int argc, char **argv) {
         uint32_t L = 32, E = 4096, F = 14336, H = 32, HKV = 8, V = 128256, pp = 512, tg = 128, reps = 3, batch = 0;
-        const char *dev = NULL, *only = NULL, *fusion = NULL;
+        const char *dev = NULL, *only = NULL, *fusion = NULL, *runahead = NULL;
         bool kmix = false, decode_only = false;
         static const struct option opts[] = {
                 { "layers", required_argument, NULL, 'l' }, { "embd", required_argument, NULL, 'e' },
@@ -108,7 +112,7 @@ int main(int argc, char **argv) {
                 { "reps", required_argument, NULL, 'r' },   { "device", required_argument, NULL, 'd' },
                 { "batch", required_argument, NULL, 'b' }, { "precision", required_argument, NULL, 'P' },
                 { "kmix", no_argument, NULL, 'K' },         { "decode-only", no_argument, NULL, 'D' },
-                { "fusion", required_argument, NULL, 'F' },
+                { "fusion", required_argument, NULL, 'F' }, { "runahead", required_argument, NULL, 'R' },
                 {}
         };
         int c, r;
@@ -131,6 +135,7 @@ int main(int argc, char **argv) {
                 case 'K': kmix = true; break;
                 case 'D': decode_only = true; break;
                 case 'F': fusion = optarg; break;
+                case 'R': runahead = optarg; break;
                 default: return 2;
                 }
         }
@@ -153,6 +158,15 @@ int main(int argc, char **argv) {
                 fm1 = 4;
         else if (fusion && !streq(fusion, "on"))
                 return fprintf(stderr, "--fusion takes on, off, both or each\n"), 2;
+
+        /* the run-ahead modes of --runahead: [ra0, ra1) of off, on */
+        int ra0 = 0, ra1 = 1;
+        if (runahead && streq(runahead, "on"))
+                ra0 = 1, ra1 = 2;
+        else if (runahead && streq(runahead, "both"))
+                ra1 = 2;
+        else if (runahead && !streq(runahead, "off"))
+                return fprintf(stderr, "--runahead takes on, off or both\n"), 2;
 
         _cleanup_(bench_model_donep) BenchModel bm = {};
         r = bench_model_init(&bm, L, E, F, H, HKV, V);
@@ -209,21 +223,25 @@ int main(int argc, char **argv) {
                                 continue;
                         if (fusion)
                                 llama_vk_set_fusion(v, fmodes[fu].which);
-                        double pp_tps, tg_tps;
-                        uint32_t nd, nbar;
-                        r = measure(v, tokens, decode_only ? 0 : pp, tg, reps, &pp_tps, &tg_tps, &nd, &nbar);
-                        if (r < 0)
-                                return fprintf(stderr, "pp/tg: %s\n", strerror(-r)), 1;
-                        char fs[32] = "";
-                        if (fusion)
-                                snprintf(fs, sizeof(fs), " fusion %s", fmodes[fu].name);
-                        if (decode_only)
-                                printf("RESULT %s tg%u %.1f tok/s%s, decode step %u dispatches %u barriers\n",
-                                       qd_precision_to_string(p), tg, tg_tps, fs, nd, nbar);
-                        else
-                                printf("RESULT %s pp%u %.1f tok/s  tg%u %.1f tok/s%s, decode step %u dispatches %u barriers\n",
-                                       qd_precision_to_string(p), pp, pp_tps, tg, tg_tps, fs, nd, nbar);
-                        fflush(stdout);
+                        for (int ra = ra0; ra < ra1; ra++) {
+                                double pp_tps, tg_tps;
+                                uint32_t nd, nbar;
+                                r = measure(v, tokens, decode_only ? 0 : pp, tg, reps, ra, &pp_tps, &tg_tps, &nd, &nbar);
+                                if (r < 0)
+                                        return fprintf(stderr, "pp/tg: %s\n", strerror(-r)), 1;
+                                char fs[64] = "";
+                                if (fusion)
+                                        snprintf(fs, sizeof(fs), " fusion %s", fmodes[fu].name);
+                                if (runahead)
+                                        snprintf(fs + strlen(fs), sizeof(fs) - strlen(fs), " runahead %s", ra ? "on" : "off");
+                                if (decode_only)
+                                        printf("RESULT %s tg%u %.1f tok/s%s, decode step %u dispatches %u barriers\n",
+                                               qd_precision_to_string(p), tg, tg_tps, fs, nd, nbar);
+                                else
+                                        printf("RESULT %s pp%u %.1f tok/s  tg%u %.1f tok/s%s, decode step %u dispatches %u barriers\n",
+                                               qd_precision_to_string(p), pp, pp_tps, tg, tg_tps, fs, nd, nbar);
+                                fflush(stdout);
+                        }
                 }
                 if (batch > 0) {
                         double tps;
