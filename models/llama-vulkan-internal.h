@@ -78,7 +78,7 @@ struct LlamaVk {
         /* decode: SiLU·up and the residual add + RMSNorm folded into the matrix-vector products
          * before them (qvk_matvec_epi): LLAMA_VK_FUSE_* bits, $QUANTD_VK_FUSION */
         unsigned fusion;
-        bool no_runahead; /* $QUANTD_VK_RUNAHEAD=0: llama_vk_seq_set_runahead() has no effect */
+        bool no_runahead; /* llama_vk_seq_set_runahead() has no effect ($QUANTD_VK_RUNAHEAD, CPU devices) */
 };
 
 struct LlamaVkSeq {

@@ -665,8 +665,11 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
          * glu (SiLU·up only) or norm (add + norm only): the fused decode step ran slower on the
          * H100 (int4 tg128 by 6-8%) and on lavapipe (docs/PERFORMANCE.md). */
         const char *fuse = getenv("QUANTD_VK_FUSION");
-        /* $QUANTD_VK_RUNAHEAD=0: no decode step queued ahead, whatever the callers ask */
-        v->no_runahead = streq_ptr(getenv("QUANTD_VK_RUNAHEAD"), "0");
+        /* No decode step queued ahead (whatever the callers ask) where $QUANTD_VK_RUNAHEAD=0,
+         * or on CPU devices unless it is 1: there the queued step competes with the host's own
+         * threads and ran a few percent slower on lavapipe, against +3.5-7% on the H100. */
+        const char *ra = getenv("QUANTD_VK_RUNAHEAD");
+        v->no_runahead = streq_ptr(ra, "0") || (streq(qvk_device_features(d)->type, "cpu") && !streq_ptr(ra, "1"));
         v->fusion = streq_ptr(fuse, "1")      ? LLAMA_VK_FUSE_ALL
                     : streq_ptr(fuse, "glu")  ? LLAMA_VK_FUSE_GLU
                     : streq_ptr(fuse, "norm") ? LLAMA_VK_FUSE_NORM
