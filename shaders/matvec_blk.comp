@@ -26,6 +26,7 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 256;
 layout(constant_id = 1) const uint T = 16;    // invocations per row, WG % T == 0, a power of two
+layout(constant_id = 2) const uint UN = 2;    // units of each row per invocation in flight
 
 #if defined(GLU)
 const uint RW = 64u;  // weight rows per workgroup
@@ -34,7 +35,6 @@ const uint RW = 32u;
 #endif
 const uint G = WG / T;        // rows at a time
 const uint RP = RW / G;       // rows per invocation (WG / T divides RW)
-#define UN 2u                 // units of each row per invocation in flight
 
 layout(std430, binding = 0) readonly buffer WQ { uvec4 wq4[]; };
 layout(std430, binding = 1) readonly buffer XQ { uvec4 xq4[]; };

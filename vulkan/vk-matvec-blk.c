@@ -14,17 +14,22 @@ bool qvk_matvec_blk_ok(QvkDevice *d, QvkWeightType wt, uint32_t m, uint32_t k) {
                k > 0 && k % 32 == 0;
 }
 
-/* Invocations per workgroup and per row: $QUANTD_VK_BLK_WG (default 256) and $QUANTD_VK_BLK_T
- * (16: each invocation takes every 16th 16-byte unit of its rows, 2 rows of 32 at a time for
- * NORM, 4 of 64 for GLU); powers of two with WG / T dividing 32 and WG >= 32, else the
- * defaults (256 like the matrix-matrix kernels: every device takes it). */
-static void blk_shape(uint32_t *ret_wg, uint32_t *ret_t) {
+/* Invocations per workgroup and per row, and 16-byte units of each of its rows an invocation
+ * loads before using them: $QUANTD_VK_BLK_WG (default 256) and $QUANTD_VK_BLK_T (16: each
+ * invocation takes every 16th unit of its rows, 2 rows of 32 at a time for NORM, 4 of 64 for
+ * GLU); powers of two with WG / T dividing 32 and WG >= 32, else the defaults (256 like the
+ * matrix-matrix kernels: every device takes it). $QUANTD_VK_BLK_UN (1-8; default 4 for NORM,
+ * 2 for GLU: 8 loads of 16 bytes in flight per invocation either way, 32 KiB per workgroup, for
+ * wo / down whose 4096/32 = 128 workgroups get one SM each on the H100). */
+static void blk_shape(bool norm, uint32_t *ret_wg, uint32_t *ret_t, uint32_t *ret_un) {
         uint32_t wg = qvk_env_u32("QUANTD_VK_BLK_WG", 256, 1024), t = qvk_env_u32("QUANTD_VK_BLK_T", 16, 1024);
+        uint32_t un = qvk_env_u32("QUANTD_VK_BLK_UN", norm ? 4 : 2, 8);
 
         if (wg < 32 || (wg & (wg - 1)) || (t & (t - 1)) || t > wg || wg / t > 32)
                 wg = 256, t = 16;
         *ret_wg = wg;
         *ret_t = t;
+        *ret_un = MAX(un, 1u);
 }
 
 int qvk_matvec_blk(QvkCmd *c, QvkMatvecBlk e, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k,
@@ -35,7 +40,7 @@ int qvk_matvec_blk(QvkCmd *c, QvkMatvecBlk e, QvkWeightType wt, QvkBinding w, ui
                 float eps;
         } push = { m, k, 1, 0, eps };
         bool norm = e == QVK_BLK_NORM;
-        uint32_t n_extra = norm ? 4 : 1, nb = 3, writes = 1u << 2, wg, t;
+        uint32_t n_extra = norm ? 4 : 1, nb = 3, writes = 1u << 2, wg, t, un;
         QvkBinding b[8] = { w, xq, y };
         QvkPipeline *p;
         char name[64];
@@ -53,10 +58,10 @@ int qvk_matvec_blk(QvkCmd *c, QvkMatvecBlk e, QvkWeightType wt, QvkBinding w, ui
         writes |= norm ? (1u << 5) | (1u << 6) : 1u << 3;
         if (ps.buf)
                 b[nb++] = ps;
-        blk_shape(&wg, &t);
+        blk_shape(norm, &wg, &t, &un);
         snprintf(name, sizeof(name), "matvec_blk_%s_%s%s", qvk_weight_type_name(wt), norm ? "norm" : "glu",
                  ps.buf ? "_ps" : "");
-        uint32_t spec[] = { wg, t };
+        uint32_t spec[] = { wg, t, un };
         r = qvk_pipeline_get(d, name, spec, ELEMENTSOF(spec), nb, sizeof(push), &p);
         if (r < 0)
                 return r;

@@ -98,7 +98,7 @@ static void check(const char *path, QdPrecision p, double bound, const char *wha
             (r = run_vk(v, 0, tok, V, off, &n_off)) >= 0)
                 r = run_vk(v, LLAMA_VK_FUSE_BLK, tok, V, fb, &n_blk);
         if (r < 0) {
-                printf("  %-22s %s  FAILED\n", what, strerror(-r));
+                printf("  %-24s %s  FAILED\n", what, strerror(-r));
                 failures++;
         } else {
                 double e_on = worst_nmse(on, ref, V), e_off = worst_nmse(off, ref, V), e_blk = worst_nmse(fb, ref, V);
@@ -106,7 +106,7 @@ static void check(const char *path, QdPrecision p, double bound, const char *wha
                 /* blk: the same step as unfused where it does not apply */
                 bool ok_blk = blk ? e_blk < bound && n_off == n_blk + 3 * L - 1 : blk_off == 0 && n_blk == n_off;
                 bool ok = e_on < bound && e_off < bound && n_off == n_on + 3 * L && ok_blk;
-                printf("  %-22s nmse fused %.3g, unfused %.3g, blk %.3g (bound %.3g), between %.2g / %.2g; "
+                printf("  %-24s nmse fused %.3g, unfused %.3g, blk %.3g (bound %.3g), between %.2g / %.2g; "
                        "dispatches %u / %u / %u%s\n",
                        what, e_on, e_off, e_blk, bound, worst_nmse(on, off, V), blk_off, n_on, n_off, n_blk,
                        ok ? "" : "  FAILED");
@@ -155,7 +155,7 @@ int main(int argc, char **argv) {
                   .n_head_kv = 1, .n_ff = 320, .seed = 33 },
         };
         static const struct {
-                const char *name, *env[2][2];  /* (variable, value) */
+                const char *name, *env[3][2];  /* (variable, value) */
         } modes[] = {
                 { "default", {} },
                 { "3 rows", { { "QUANTD_VK_MATVEC_ROWS", "3" }, { "QUANTD_VK_MATVEC_DOT_ROWS", "3" } } },
@@ -163,9 +163,11 @@ int main(int argc, char **argv) {
                 { "no subgroups (_nosg)", { { "QUANTD_VK_DISABLE_SUBGROUP", "1" } } },
                 { "GGUF layout", { { "QUANTD_VK_DISABLE_REPACK", "1" } } },
                 { "float kernels", { { "QUANTD_VK_DISABLE_INTDOT", "1" } } },
-                /* the blk kernels' other thread shapes: 4 or 32 invocations per row */
-                { "blk 64 x T4", { { "QUANTD_VK_BLK_WG", "64" }, { "QUANTD_VK_BLK_T", "4" } } },
-                { "blk 1024 x T32", { { "QUANTD_VK_BLK_WG", "1024" }, { "QUANTD_VK_BLK_T", "32" } } },
+                /* the blk kernels' other thread shapes: 4 or 32 invocations per row, 1 or 8 units in flight */
+                { "blk 64 x T4, 1 unit",
+                  { { "QUANTD_VK_BLK_WG", "64" }, { "QUANTD_VK_BLK_T", "4" }, { "QUANTD_VK_BLK_UN", "1" } } },
+                { "blk 1024 x T32, 8 units",
+                  { { "QUANTD_VK_BLK_WG", "1024" }, { "QUANTD_VK_BLK_T", "32" }, { "QUANTD_VK_BLK_UN", "8" } } },
         };
         for (size_t s = 0; s < ELEMENTSOF(specs); s++)
                 for (size_t f = 0; f < ELEMENTSOF(formats); f++) {
@@ -181,10 +183,10 @@ int main(int argc, char **argv) {
                                         continue;
                                 bool blk = formats[f].t != GGML_TYPE_F16 && m != 4 && m != 5 &&
                                            specs[s].n_embd % 32 == 0 && specs[s].n_ff % 32 == 0;
-                                for (size_t e = 0; e < 2 && modes[m].env[e][0]; e++)
+                                for (size_t e = 0; e < 3 && modes[m].env[e][0]; e++)
                                         assert(setenv(modes[m].env[e][0], modes[m].env[e][1], 1) == 0);
                                 check(path, formats[f].p, formats[f].bound, modes[m].name, 40 + s, blk);
-                                for (size_t e = 0; e < 2 && modes[m].env[e][0]; e++)
+                                for (size_t e = 0; e < 3 && modes[m].env[e][0]; e++)
                                         assert(unsetenv(modes[m].env[e][0]) == 0);
                         }
                 }
