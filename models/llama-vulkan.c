@@ -908,42 +908,52 @@ static int mm_glu(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, 
                               x, x_q8, B(s->g, 0, (uint64_t) F * 4), extra, 0.0f);
 }
 
-/* blk mode: whether the product with t reads int8 blocks written by the op before it
- * (fuse_q8) and runs on the blk kernels (qvk_matvec_blk, qvk_matmul_q8_ps) with m output rows
- * (a multiple of 32; 32 for a product that only takes prescaled input). */
-static bool blk_ok(LlamaVkSeq *s, const VkTensor *t, uint32_t m, uint32_t n) {
-        return (s->v->fusion & LLAMA_VK_FUSE_BLK) && fuse_q8(s, t, n) && qvk_matvec_blk_ok(s->v->d, t->wt, m, t->k);
+/* blk mode: how the product with t runs on the blk kernels (qvk_matvec_blk, qvk_matmul_ps) with
+ * m output rows (a multiple of 32; 32 for a product that only takes prescaled input): BLK_Q8 on
+ * int8 blocks written by the op before it (fuse_q8: repacked int-dot rows), BLK_F16 on fp32
+ * values (F16 rows), BLK_NONE not (one token, t bound whole, the residual through x2). */
+enum { BLK_NONE, BLK_Q8, BLK_F16 };
+static int blk_kind(LlamaVkSeq *s, const VkTensor *t, uint32_t m, uint32_t n) {
+        if (!(s->v->fusion & LLAMA_VK_FUSE_BLK) || n != 1 || !s->v->p_norm_wide || t->own.n_parts || t->n_seg ||
+            t->bytes > qvk_device_features(s->v->d)->max_storage_buffer_range ||
+            !qvk_matvec_blk_ok(s->v->d, t->wt, m, t->k))
+                return BLK_NONE;
+        return t->wt == QVK_W_F16 ? BLK_F16 : fuse_q8(s, t, n) ? BLK_Q8 : BLK_NONE;
 }
 
-/* blk mode: wo or down with the residual add and the next RMSNorm's unscaled int8 blocks:
- * xout = xin + t·x (x: int8 blocks in xq), xq_out = blocks of xout * the norm weights at w_off
- * and s->blk_ss their sums of squares, for the next product's prescale. */
-static int mm_blk_norm(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *xq, QvkBuffer *xin,
-                       QvkBuffer *xout, uint64_t w_off, QvkBuffer *xq_out) {
+/* blk mode: wo or down with the residual add and the next RMSNorm's unscaled input:
+ * xout = xin + t·x, then u = xout * the norm weights at w_off into out (int8 blocks for BLK_Q8,
+ * floats for BLK_F16) and s->blk_ss the sums of squares of xout, for the next product's
+ * prescale. */
+static int mm_blk_norm(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBinding x, QvkBuffer *xin,
+                       QvkBuffer *xout, uint64_t w_off, QvkBinding out) {
         uint32_t E = t->m;
         QvkBinding extra[4] = {
                 B(xin, 0, (uint64_t) E * 4),
                 B(s->v->common, w_off, (uint64_t) E * 4),
-                B(xq_out, 0, qvk_q8_bytes(E, 1)),
+                out,
                 B(s->blk_ss, 0, (uint64_t) E / 32 * 4),
         };
-        return qvk_matvec_blk(c, QVK_BLK_NORM, t->wt, B(wbuf, t->off, t->bytes), E, t->k, B(xq, 0, qvk_q8_bytes(t->k, 1)),
-                              (QvkBinding) {}, B(xout, 0, (uint64_t) E * 4), extra, s->v->w->hp.eps);
+        return qvk_matvec_blk(c, QVK_BLK_NORM, t->wt, B(wbuf, t->off, t->bytes), E, t->k, x, (QvkBinding) {},
+                              B(xout, 0, (uint64_t) E * 4), extra, s->v->w->hp.eps);
 }
 
-/* The prescale binding of a product whose int8 input blocks came from mm_blk_norm() (ps), or
- * none. */
+/* The prescale binding of a product whose input came from mm_blk_norm() (ps), or none. */
 static QvkBinding blk_ps(LlamaVkSeq *s, bool ps) {
         return ps ? B(s->blk_ss, 0, (uint64_t) s->v->w->hp.n_embd / 32 * 4) : (QvkBinding) {};
 }
 
-/* blk mode: the product with t of the int8 blocks in xq, prescaled where ps. */
-static int mm_q8_blk(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *xq, bool ps,
-                     QvkBuffer *y) {
-        if (!ps)
-                return mm_q8(c, wbuf, t, xq, y);
-        return qvk_matmul_q8_ps(c, t->wt, B(wbuf, t->off, t->bytes), t->m, t->k, B(xq, 0, qvk_q8_bytes(t->k, 1)),
-                                blk_ps(s, true), s->v->w->hp.eps, B(y, 0, (uint64_t) t->m * 4));
+/* The product with t of the normalised activations (int8 blocks in xq where fuse_q8, else
+ * s->xb), prescaled where ps (blk mode). */
+static int mm_in(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *xq, bool ps, QvkBuffer *y,
+                 uint32_t n) {
+        bool q8 = fuse_q8(s, t, n);
+
+        if (ps)
+                return qvk_matmul_ps(c, t->wt, B(wbuf, t->off, t->bytes), t->m, t->k,
+                                     q8 ? B(xq, 0, qvk_q8_bytes(t->k, 1)) : B(s->xb, 0, (uint64_t) t->k * 4), blk_ps(s, true),
+                                     s->v->w->hp.eps, B(y, 0, (uint64_t) t->m * 4));
+        return q8 ? mm_q8(c, wbuf, t, xq, y) : mm(c, s, wbuf, t, s->xb, y, n);
 }
 
 /* Norm of the residual into xb (after adding o to it when add), and into int8 blocks for the
@@ -1059,8 +1069,7 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 /* calibration: xb holds attn_norm(x) of this layer (capture hooks, prompts only) */
                 if (n > 1 && s->capture && (r = llama_vk_capture_record(c, s, l, LLAMA_SITE_ATTN_IN, s->xb, n)) < 0)
                         return r;
-                r = fuse_q8(s, &L->qkv, n) ? mm_q8_blk(c, s, wb, &L->qkv, xq, ps, s->qkv)
-                                           : mm(c, s, wb, &L->qkv, s->xb, s->qkv, n);
+                r = mm_in(c, s, wb, &L->qkv, xq, ps, s->qkv, n);
                 ps = false;
                 if (r < 0 || (r = stamp(c, s, l)) < 0)
                         return r;
@@ -1113,15 +1122,20 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 /* blk mode (fnorm, fglu false): wo and down with whole blocks of the next norm
                  * where the product after them applies its scale (not the output product: the
                  * last layer's down keeps its norm dispatch), gate/up with SiLU·up's blocks */
-                bool bwo = wo_q8 && gu_q8 && blk_ok(s, &L->wo, E, n) && blk_ok(s, &L->gu, 32, n);
-                bool bglu = down_q8 && L->gu.m == 2 * F && blk_ok(s, &L->gu, F, n);
-                bool bdown = l + 1 < nl && down_q8 && next_q8 && blk_ok(s, &L->down, E, n) && blk_ok(s, next, 32, n);
+                int kwo = blk_kind(s, &L->wo, E, n), kgu = L->gu.m == 2 * F ? blk_kind(s, &L->gu, F, n) : BLK_NONE;
+                int kdown = blk_kind(s, &L->down, E, n);
+                bool bwo = kwo && (kwo == BLK_F16 || wo_q8) && kwo == blk_kind(s, &L->gu, 32, n);
+                bool bglu = kgu && kgu == blk_kind(s, &L->down, 32, n);
+                bool bdown = l + 1 < nl && kdown && kdown == blk_kind(s, next, 32, n);
                 /* one token: the residual goes to x2 and back (rmsnorm-wide.comp or the epilogues) */
                 QvkBuffer *xmid = n == 1 && (v->p_norm_wide || fnorm) ? s->x2 : s->x;
                 if (bwo) {
-                        QvkBuffer *out = xq_other(s, xq);
-                        r = mm_blk_norm(c, s, wb, &L->wo, xq, s->x, xmid, v->off_ffn_norm[l], out);
-                        xq = out;
+                        bool q8 = kwo == BLK_Q8;
+                        QvkBuffer *out = q8 ? xq_other(s, xq) : s->xb;
+                        r = mm_blk_norm(c, s, wb, &L->wo, q8 ? B(xq, 0, qvk_q8_bytes(nq, 1)) : B(s->att, 0, (uint64_t) nq * 4),
+                                        s->x, xmid, v->off_ffn_norm[l],
+                                        B(out, 0, q8 ? qvk_q8_bytes(E, 1) : (uint64_t) E * 4));
+                        xq = q8 ? out : xq;
                         ps = true;
                         if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
@@ -1145,12 +1159,13 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 if (n > 1 && s->capture && (r = llama_vk_capture_record(c, s, l, LLAMA_SITE_FFN_IN, s->xb, n)) < 0)
                         return r;
                 if (bglu) {
+                        bool q8 = kgu == BLK_Q8;
                         QvkBuffer *out = xq_other(s, xq);
                         QvkBinding extra[1] = { B(out, 0, qvk_q8_bytes(F, 1)) };
                         r = qvk_matvec_blk(c, QVK_BLK_GLU, L->gu.wt, B(wb, L->gu.off, L->gu.bytes), F, L->gu.k,
-                                           B(xq, 0, qvk_q8_bytes(E, 1)), blk_ps(s, ps), B(s->g, 0, (uint64_t) F * 4),
-                                           extra, hp->eps);
-                        xq = out;
+                                           q8 ? B(xq, 0, qvk_q8_bytes(E, 1)) : B(s->xb, 0, (uint64_t) E * 4),
+                                           blk_ps(s, ps), B(s->g, 0, (uint64_t) F * 4), extra, hp->eps);
+                        xq = q8 ? out : xq;
                         ps = false;
                         if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
@@ -1163,7 +1178,7 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                         if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
                 } else {
-                        r = gu_q8 ? mm_q8_blk(c, s, wb, &L->gu, xq, ps, s->gu) : mm(c, s, wb, &L->gu, s->xb, s->gu, n);
+                        r = mm_in(c, s, wb, &L->gu, xq, ps, s->gu, n);
                         ps = false;
                         if (r < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
@@ -1183,9 +1198,11 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 if (n > 1 && s->capture && (r = llama_vk_capture_record(c, s, l, LLAMA_SITE_FFN_DOWN, s->g, n)) < 0)
                         return r;
                 if (bdown) {
-                        QvkBuffer *out = xq_other(s, xq);
-                        r = mm_blk_norm(c, s, wb, &L->down, xq, xmid, s->x, next_norm, out);
-                        xq = out;
+                        bool q8 = kdown == BLK_Q8;
+                        QvkBuffer *out = q8 ? xq_other(s, xq) : s->xb;
+                        r = mm_blk_norm(c, s, wb, &L->down, q8 ? B(xq, 0, qvk_q8_bytes(F, 1)) : B(s->g, 0, (uint64_t) F * 4),
+                                        xmid, s->x, next_norm, B(out, 0, q8 ? qvk_q8_bytes(E, 1) : (uint64_t) E * 4));
+                        xq = q8 ? out : xq;
                         ps = true;
                         if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;

@@ -121,7 +121,7 @@ enum {
         LLAMA_VK_FUSE_GLU = 1 << 0,
         LLAMA_VK_FUSE_NORM = 1 << 1,
         LLAMA_VK_FUSE_ALL = LLAMA_VK_FUSE_GLU | LLAMA_VK_FUSE_NORM,
-        /* "blk" (qvk_matvec_blk): on repacked int-dot rows, workgroups of whole int8 blocks
+        /* "blk" (qvk_matvec_blk): on repacked int-dot and F16 rows, workgroups of whole blocks
          * without counters, the RMSNorm's scale applied by the next product; where it does not
          * apply, the unfused ops (it takes precedence over the two above) */
         LLAMA_VK_FUSE_BLK = 1 << 2,

@@ -3,7 +3,8 @@
 // Int-dot matrix-vector product of one column (the decode step) on repacked Q8_0/Q4_0/Q4_1
 // rows whose workgroup owns whole int8 blocks of 32 outputs, so that its epilogue writes the
 // next product's input blocks without any counter or atomic between workgroups
-// (docs/PERFORMANCE.md, "blk"):
+// (docs/PERFORMANCE.md, "blk"); W_F16: F16 rows (k % 8 == 0) with fp32 input and output, the
+// same epilogues without the int8 blocks (NORM writes u as floats):
 //  NORM  32 rows: xout = xin + W x, and u = xout * nw as one int8 block (quant8.glsl's layout)
 //        with the scale of u itself, plus the block's sum of squares of xout. The RMSNorm's
 //        scale 1/rms(xout) is left to the consumer (PRESCALE: int8 quantization is invariant
@@ -15,12 +16,18 @@
 // Threads: T invocations per row (each takes every T-th 16-byte unit, UN units of each of its
 // RP rows in flight), WG/T rows at a time, RP = rows / (WG/T); the per-row sums and the
 // block's quantization go through shared memory (no subgroup operations needed).
-// Bindings: 0 W, 1 input blocks, 2 y (xout / h); NORM: 3 xin, 4 nw, 5 out blocks, 6 sums of
-// squares out (m/32 floats); GLU: 3 out blocks; PRESCALE: the next binding, sums in (k/32).
+// Bindings: 0 W, 1 input blocks (F16: floats), 2 y (xout / h); NORM: 3 xin, 4 nw, 5 out blocks
+// (F16: u), 6 sums of squares out (m/32 floats); GLU: 3 out blocks (not F16); PRESCALE: the
+// next binding, sums in (k/32).
 // m % 32 == 0, k % 32 == 0.
 #define BLK
+#if defined(W_F16)
+#define XB 1  // types.glsl's fp32 activations, x4
+#endif
 #include "types.glsl"
+#if !defined(W_F16)
 #include "dot.glsl"
+#endif
 #extension GL_EXT_control_flow_attributes : enable
 
 layout(local_size_x_id = 0) in;
@@ -36,9 +43,11 @@ const uint RW = 32u;
 const uint G = WG / T;        // rows at a time
 const uint RP = RW / G;       // rows per invocation (WG / T divides RW)
 
+#if !defined(W_F16)
 layout(std430, binding = 0) readonly buffer WQ { uvec4 wq4[]; };
 layout(std430, binding = 1) readonly buffer XQ { uvec4 xq4[]; };
 layout(std430, binding = 1) readonly buffer XD { vec2 xd[]; };
+#endif
 layout(std430, binding = 2) writeonly buffer Y { float y[]; };
 #if defined(NORM)
 layout(std430, binding = 3) readonly buffer ResIn { float xin[]; };
@@ -46,12 +55,18 @@ layout(std430, binding = 4) readonly buffer NormW { float nw[]; };
 #define OUTQ 5
 layout(std430, binding = 6) writeonly buffer SsOut { float ss_out[]; };
 #define PSB 7
+#elif defined(W_F16)
+#define PSB 3
 #else
 #define OUTQ 3
 #define PSB 4
 #endif
+#if defined(W_F16) && defined(NORM)
+layout(std430, binding = OUTQ) writeonly buffer OutU { float out_u[]; };
+#elif !defined(W_F16)
 layout(std430, binding = OUTQ) writeonly buffer OutW { uint out_w[]; };
 layout(std430, binding = OUTQ) writeonly buffer OutD { vec2 out_d[]; };
+#endif
 #if defined(PRESCALE)
 layout(std430, binding = PSB) readonly buffer PS { float ps_in[]; };
 shared float ps_red[32];
@@ -59,6 +74,8 @@ shared float ps_red[32];
 
 #if defined(W_Q8_0)
 #define UPB 2u  // units per block
+#elif defined(W_F16)
+#define UPB 4u  // 8 values a unit
 #else
 #define UPB 1u
 #endif
@@ -71,6 +88,11 @@ shared float bq_ss[32];      // their squares of xout
 
 // Unit u (quant bytes q, scale word sw) of a row times the input.
 float dot_unit(uint u, uint nb, uvec4 q, uint sw) {
+#if defined(W_F16)
+    vec4 x0 = x4[2u * u], x1 = x4[2u * u + 1u];
+    return dot(vec4(unpackHalf2x16(q.x), unpackHalf2x16(q.y)), x0) +
+           dot(vec4(unpackHalf2x16(q.z), unpackHalf2x16(q.w)), x1);
+#else
     uint b = u / UPB;
     vec2 ds = xd[4u * nb + b];
 #if defined(W_Q4_1)
@@ -93,6 +115,7 @@ float dot_unit(uint u, uint nb, uvec4 q, uint sw) {
     return ds.x * (dm.x * float(s) + dm.y * ds.y);
 #endif
 #endif
+#endif
 }
 
 void main() {
@@ -100,7 +123,11 @@ void main() {
     uint row0 = (gl_WorkGroupID.x + gl_WorkGroupID.y * pc.gx) * 32u;
     if (row0 >= pc.m)
         return;
+#if defined(W_F16)
+    uint nb = pc.k / 32u, nu = pc.k / 8u, rs4 = nu;  // the row in 16-byte units
+#else
     uint nb = pc.k / 32u, nu = nb * UPB, rs4 = rp_row_words() / 4u;
+#endif
 #if defined(PRESCALE)
     // the producer's sums of squares, loaded before the weights so that they arrive meanwhile
     float ps = 0.0;
@@ -128,8 +155,14 @@ void main() {
             uint u = min(u0 + i * T, nu - 1u);  // past the row: loaded, not added
             [[unroll]] for (uint j = 0u; j < RP; j++) {
                 uint base = wrow[j] * rs4;
+#if defined(W_F16)
+                q[i][j] = w4[base + u];
+                sw[i][j] = 0u;
+#else
                 q[i][j] = wq4[base + u];
-#if defined(W_Q4_1)
+#endif
+#if defined(W_F16)
+#elif defined(W_Q4_1)
                 sw[i][j] = w32[(base + nu) * 4u + u];
 #else
                 sw[i][j] = w32[(base + nu) * 4u + (u / UPB) / 2u];
@@ -177,10 +210,25 @@ void main() {
 #else
         float v = xin[row] + t;
         y[row] = v;
+#if defined(W_F16)
+        out_u[row] = v * nw[row];
+#else
         bq_u[tid] = v * nw[row];
+#endif
         bq_ss[tid] = v * v;
 #endif
     }
+#if defined(W_F16)
+#if defined(NORM)
+    barrier();
+    if (tid == 0u) {
+        float ss = 0.0;
+        for (uint l = 0u; l < 32u; l++)
+            ss += bq_ss[l];
+        ss_out[b] = ss;
+    }
+#endif
+#else
     barrier();
     // the block: invocation i < 8 packs values 4i .. 4i+3; invocation 0 also its scale and sum
     if (tid < 8u) {
@@ -206,4 +254,5 @@ void main() {
 #endif
         }
     }
+#endif
 }

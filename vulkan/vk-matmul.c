@@ -516,8 +516,8 @@ int qvk_matmul_q8(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_
         return matvec(c, name, true, wt, w, m, k, xq, n, y);
 }
 
-int qvk_matmul_q8_ps(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding xq,
-                     QvkBinding ps, float eps, QvkBinding y) {
+int qvk_matmul_ps(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding x, QvkBinding ps,
+                  float eps, QvkBinding y) {
         QvkDevice *d = qvk_cmd_device(c);
         struct {
                 MatPush mp;
@@ -528,21 +528,24 @@ int qvk_matmul_q8_ps(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint
         char name[64];
         int r;
 
-        if (!qvk_matvec_blk_ok(d, wt, 32, k) || !qvk_matmul_wants_q8(d, wt, k, 1))
+        bool dot = wt != QVK_W_F16;
+
+        if (!qvk_matvec_blk_ok(d, wt, 32, k) || (dot && !qvk_matmul_wants_q8(d, wt, k, 1)))
                 return -EOPNOTSUPP;
-        if (!w.buf || !xq.buf || !ps.buf || !y.buf || w.offset % 16 || xq.offset % 16)
+        if (!w.buf || !x.buf || !ps.buf || !y.buf || w.offset % 16 || x.offset % 16)
                 return -EINVAL;
         if (m == 0)
                 return 0;
-        matvec_shape(true, wt, k, &wg, &rows);
-        snprintf(name, sizeof(name), "matvec_dot_ps_%s%s", wtypes[wt].name, d->subgroup_fast ? "" : "_nosg");
+        matvec_shape(dot, wt, k, &wg, &rows);
+        snprintf(name, sizeof(name), "matvec_%sps_%s%s", dot ? "dot_" : "", wtypes[wt].name,
+                 d->subgroup_fast ? "" : "_nosg");
         uint32_t spec[] = { wg, rows, 1 };
         r = qvk_pipeline_get(d, name, spec, ELEMENTSOF(spec), 4, sizeof(push), &p);
         if (r < 0)
                 return r;
         grid(DIV_ROUND_UP(m, rows), &gx, &gy);
         push.mp.gx = gx;
-        QvkBinding b[4] = { w, xq, y, ps };
+        QvkBinding b[4] = { w, x, y, ps };
         return qvk_cmd_dispatch(c, p, b, 4, 1u << 2, &push, sizeof(push), gx, gy, 1);
 }
 

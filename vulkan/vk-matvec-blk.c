@@ -1,5 +1,5 @@
 /* The decode step's "blk" epilogues (vk.h, shaders/matvec_blk.comp): matrix-vector products
- * on repacked int-dot rows whose workgroups each own whole int8 blocks of 32 outputs, so that
+ * on repacked int-dot rows (and F16 rows) whose workgroups each own whole blocks of 32 outputs, so that
  * the residual add + RMSNorm and SiLU·up after them need neither a dispatch of their own nor a
  * counter between workgroups. */
 #include <stdio.h>
@@ -10,8 +10,11 @@
 #define BLK_MAX_GROUPS_X 65535u
 
 bool qvk_matvec_blk_ok(QvkDevice *d, QvkWeightType wt, uint32_t m, uint32_t k) {
-        return d->features.int_dot && wt < _QVK_W_MAX && qvk_weight_repacked(wt) && m > 0 && m % 32 == 0 &&
-               k > 0 && k % 32 == 0;
+        if (m == 0 || m % 32 || k == 0)
+                return false;
+        if (wt == QVK_W_F16)
+                return k % 8 == 0;
+        return d->features.int_dot && wt < _QVK_W_MAX && qvk_weight_repacked(wt) && k % 32 == 0;
 }
 
 /* Invocations per workgroup and per row, and 16-byte units of each of its rows an invocation
@@ -39,8 +42,8 @@ int qvk_matvec_blk(QvkCmd *c, QvkMatvecBlk e, QvkWeightType wt, QvkBinding w, ui
                 uint32_t m, k, n, gx;
                 float eps;
         } push = { m, k, 1, 0, eps };
-        bool norm = e == QVK_BLK_NORM;
-        uint32_t n_extra = norm ? 4 : 1, nb = 3, writes = 1u << 2, wg, t, un;
+        bool norm = e == QVK_BLK_NORM, f16 = wt == QVK_W_F16;
+        uint32_t n_extra = norm ? 4 : f16 ? 0 : 1, nb = 3, writes = 1u << 2, wg, t, un;
         QvkBinding b[8] = { w, xq, y };
         QvkPipeline *p;
         char name[64];
@@ -48,14 +51,14 @@ int qvk_matvec_blk(QvkCmd *c, QvkMatvecBlk e, QvkWeightType wt, QvkBinding w, ui
 
         if (e < 0 || e >= _QVK_BLK_MAX || !qvk_matvec_blk_ok(d, wt, m, k))
                 return -EOPNOTSUPP;
-        if (!w.buf || !xq.buf || !y.buf || !extra || w.offset % 16 || xq.offset % 16)
+        if (!w.buf || !xq.buf || !y.buf || (n_extra && !extra) || w.offset % 16 || xq.offset % 16)
                 return -EINVAL;
         for (uint32_t i = 0; i < n_extra; i++) {
                 if (!extra[i].buf)
                         return -EINVAL;
                 b[nb++] = extra[i];
         }
-        writes |= norm ? (1u << 5) | (1u << 6) : 1u << 3;
+        writes |= norm ? (1u << 5) | (1u << 6) : f16 ? 0 : 1u << 3;
         if (ps.buf)
                 b[nb++] = ps;
         blk_shape(norm, &wg, &t, &un);

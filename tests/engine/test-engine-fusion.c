@@ -9,7 +9,7 @@
  * record exactly three dispatches fewer than with it off, 5 instead of 8 (nothing fell back
  * unnoticed). The "blk" mode (LLAMA_VK_FUSE_BLK, qvk_matvec_blk: whole int8 blocks per
  * workgroup, the RMSNorm's scale applied by the next product) the same way where it applies
- * (repacked int-dot rows, n_embd and n_ff multiples of 32): 3 dispatches fewer per layer but
+ * (F16 rows or repacked int-dot rows, n_embd and n_ff multiples of 32): 3 dispatches fewer per layer but
  * one (the last layer's down keeps its norm), also with other thread shapes ($QUANTD_VK_BLK_WG,
  * _T); elsewhere exactly the unfused step. `test-engine-fusion --default-only`: the default
  * kernels only. */
@@ -179,10 +179,10 @@ int main(int argc, char **argv) {
                                specs[s].n_layer, ggml_type_name(formats[f].t));
                         for (size_t m = 0; m < ELEMENTSOF(modes); m++) {
                                 /* the layout and float modes matter for the block formats only */
-                                if ((m >= 4 && formats[f].t == GGML_TYPE_F16) || (quick && m > 0))
+                                if (((m == 4 || m == 5) && formats[f].t == GGML_TYPE_F16) || (quick && m > 0))
                                         continue;
-                                bool blk = formats[f].t != GGML_TYPE_F16 && m != 4 && m != 5 &&
-                                           specs[s].n_embd % 32 == 0 && specs[s].n_ff % 32 == 0;
+                                /* blk: F16 rows, or repacked rows on the int-dot path */
+                                bool blk = m != 4 && m != 5 && specs[s].n_embd % 32 == 0 && specs[s].n_ff % 32 == 0;
                                 for (size_t e = 0; e < 3 && modes[m].env[e][0]; e++)
                                         assert(setenv(modes[m].env[e][0], modes[m].env[e][1], 1) == 0);
                                 check(path, formats[f].p, formats[f].bound, modes[m].name, 40 + s, blk);
