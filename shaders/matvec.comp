@@ -35,8 +35,13 @@ void main() {
     for (uint j = 0u; j < NR * NC + uint(RED_EXTRA); j++)
         acc[j] = 0.0;
 #if defined(PRESCALE)
-    for (uint b = tid; b < pc.k / 32u; b += WG)  // loaded with the first weights
-        acc[NR * NC] += ps_in[b];
+    // the producer's sums of squares: up to 4 per invocation loaded now, added after the
+    // weights' loop (an add here would wait for them before any weight load is issued)
+    float pv[4];
+    for (uint i = 0u; i < 4u; i++) {
+        float v = ps_in[min(tid + i * WG, pc.k / 32u - 1u)];  // in bounds: never a read past k/32
+        pv[i] = tid + i * WG < pc.k / 32u ? v : 0.0;
+    }
 #endif
 
 #ifdef BLOCKWISE
@@ -103,6 +108,11 @@ void main() {
 
 #endif
 
+#if defined(PRESCALE)
+    acc[NR * NC] = pv[0] + pv[1] + pv[2] + pv[3];
+    for (uint b = tid + 4u * WG; b < pc.k / 32u; b += WG)
+        acc[NR * NC] += ps_in[b];
+#endif
     float t = reduce_all(tid);
 #if defined(PRESCALE)
     t *= inversesqrt(reduce_slot(NR * NC) / float(pc.k) + pc.eps);

@@ -129,11 +129,13 @@ void main() {
     uint nb = pc.k / 32u, nu = nb * UPB, rs4 = rp_row_words() / 4u;
 #endif
 #if defined(PRESCALE)
-    // the producer's sums of squares, loaded before the weights so that they arrive meanwhile
-    float ps = 0.0;
-    if (tid < 32u)
-        for (uint b = tid; b < nb; b += 32u)
-            ps += ps_in[b];
+    // the producer's sums of squares: up to 4 per invocation of the first 32 loaded now, added
+    // after the weights' loop (an add here would wait for them before any weight load)
+    float pv[4];
+    for (uint i = 0u; i < 4u; i++) {
+        float v = ps_in[min(tid % 32u + 32u * i, nb - 1u)];  // in bounds: never a read past k/32
+        pv[i] = tid < 32u && tid + 32u * i < nb ? v : 0.0;
+    }
 #endif
     // weight row of the invocation's j-th row (local row rg + j*G)
     uint wrow[RP];
@@ -178,8 +180,12 @@ void main() {
     [[unroll]] for (uint j = 0u; j < RP; j++)
         red[lane * RW + rg + j * G] = acc[j];
 #if defined(PRESCALE)
-    if (tid < 32u)
+    if (tid < 32u) {
+        float ps = pv[0] + pv[1] + pv[2] + pv[3];
+        for (uint b = tid + 128u; b < nb; b += 32u)
+            ps += ps_in[b];
         ps_red[tid] = ps;
+    }
 #endif
     barrier();
     uint b = row0 / 32u;
