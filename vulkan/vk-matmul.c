@@ -523,12 +523,11 @@ int qvk_matmul_ps(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_
                 MatPush mp;
                 float eps;
         } push = { { m, k, 1, 0 }, eps };
+        bool dot = wt != QVK_W_F16;  /* int8 blocks, else fp32 values */
         uint32_t wg, rows, gx, gy;
         QvkPipeline *p;
         char name[64];
         int r;
-
-        bool dot = wt != QVK_W_F16;
 
         if (!qvk_matvec_blk_ok(d, wt, 32, k) || (dot && !qvk_matmul_wants_q8(d, wt, k, 1)))
                 return -EOPNOTSUPP;
