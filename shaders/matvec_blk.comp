@@ -137,6 +137,11 @@ void main() {
         pv[i] = tid < 32u && tid + 32u * i < nb ? v : 0.0;
     }
 #endif
+#if defined(NORM)
+    // the epilogue's residual and norm weight of row tid % 32, loaded before the weights' loop
+    // (not an L2 round trip more at the end of every workgroup)
+    float e_xin = xin[row0 + tid % 32u], e_nw = nw[row0 + tid % 32u];
+#endif
     // weight row of the invocation's j-th row (local row rg + j*G)
     uint wrow[RP];
     float acc[RP];
@@ -214,12 +219,12 @@ void main() {
         y[row] = h;
         bq_u[tid] = h;
 #else
-        float v = xin[row] + t;
+        float v = e_xin + t;
         y[row] = v;
 #if defined(W_F16)
-        out_u[row] = v * nw[row];
+        out_u[row] = v * e_nw;
 #else
-        bq_u[tid] = v * nw[row];
+        bq_u[tid] = v * e_nw;
 #endif
         bq_ss[tid] = v * v;
 #endif
