@@ -92,6 +92,7 @@ struct LlamaVkSeq {
         /* fused decode epilogues: int8 blocks written by a product whose own input is in
          * scratch, and the epilogues' counters (per block of 32 of n_ff; one for the norms) */
         QvkBuffer *xq2, *cnt_glu, *cnt_norm;
+        QvkBuffer *blk_ss;  /* blk epilogues: sums of squares per block of 32 of the residual */
         uint32_t kps, n_split; /* decode attention: keys per split, splits */
         /* The decode step in two parities (greedy run-ahead, llama-vulkan-runahead.c): each its
          * own recording, position, logits and argmax; parity p reads its token from the argmax

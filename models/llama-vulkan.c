@@ -55,7 +55,7 @@ int llama_vk_seq_stats(LlamaVkSeq *s, bool decode, uint32_t *ret_dispatches, uin
 }
 
 void llama_vk_set_fusion(LlamaVk *v, unsigned which) {
-        which &= LLAMA_VK_FUSE_ALL;
+        which &= LLAMA_VK_FUSE_ALL | LLAMA_VK_FUSE_BLK;
         pthread_mutex_lock(&v->lock);
         if (v->fusion != which)
                 v->generation++;  /* every sequence re-records */
@@ -673,6 +673,7 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
         v->fusion = streq_ptr(fuse, "1")      ? LLAMA_VK_FUSE_ALL
                     : streq_ptr(fuse, "glu")  ? LLAMA_VK_FUSE_GLU
                     : streq_ptr(fuse, "norm") ? LLAMA_VK_FUSE_NORM
+                    : streq_ptr(fuse, "blk")  ? LLAMA_VK_FUSE_BLK
                                               : 0;
         if (v->p_norm_wide && qvk_device_features(d)->int_dot && hp->n_ff % 32 == 0 &&
             !streq_ptr(getenv("QUANTD_VK_NO_FUSE_Q8"), "1")) {
@@ -715,7 +716,7 @@ LlamaVkSeq *llama_vk_seq_free(LlamaVkSeq *s) {
         QvkBuffer **bufs[] = { &s->kc, &s->vc, &s->x, &s->x2, &s->xb, &s->qkv, &s->q, &s->att, &s->o,
                                &s->gu, &s->g, &s->xlast, &s->logits, &s->scratch, &s->tokens,
                                &s->params, &s->result, &s->part, &s->cnt, &s->xq2, &s->cnt_glu, &s->cnt_norm,
-                               &s->params1, &s->logits1, &s->result1 };
+                               &s->params1, &s->logits1, &s->result1, &s->blk_ss };
         for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
                 qvk_buffer_free(*bufs[i]);
         return mfree(s);
@@ -774,6 +775,7 @@ int llama_vk_seq_new(LlamaVk *v, uint32_t n_ctx, LlamaVkSeq **ret) {
                 { &s->xq2, MAX(qvk_q8_bytes(kmax, 1), 256u), QVK_MEM_DEVICE },
                 { &s->cnt_glu, cnt_glu, QVK_MEM_DEVICE },
                 { &s->cnt_norm, cnt_norm, QVK_MEM_DEVICE },
+                { &s->blk_ss, MAX((uint64_t) DIV_ROUND_UP(E, 32u) * 4, 256u), QVK_MEM_DEVICE },
                 /* split-K attention partials, also the argmax slices (256 x 3 floats) */
                 { &s->part, MAX(3072u, (uint64_t) hp->n_head * s->n_split * (hp->head_dim + 2) * 4), QVK_MEM_DEVICE },
         };
@@ -888,7 +890,8 @@ static QvkBuffer *xq_other(LlamaVkSeq *s, QvkBuffer *xq) {
 static bool epi_ok(LlamaVkSeq *s, const VkTensor *t, QvkMatvecEpi e, bool x_q8, uint32_t n) {
         bool glu = e == QVK_EPI_GLU || e == QVK_EPI_GLU_Q8;
 
-        return n == 1 && (s->v->fusion & (glu ? LLAMA_VK_FUSE_GLU : LLAMA_VK_FUSE_NORM)) && t->own.n_parts == 0 && t->n_seg == 0 &&
+        return n == 1 && !(s->v->fusion & LLAMA_VK_FUSE_BLK) &&
+               (s->v->fusion & (glu ? LLAMA_VK_FUSE_GLU : LLAMA_VK_FUSE_NORM)) && t->own.n_parts == 0 && t->n_seg == 0 &&
                t->bytes <= qvk_device_features(s->v->d)->max_storage_buffer_range && (!glu || t->m % 2 == 0) &&
                qvk_matvec_epi_ok(s->v->d, e, t->wt, glu ? t->m / 2 : t->m, t->k, x_q8);
 }
@@ -922,6 +925,54 @@ static int mm_glu(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, 
         };
         return qvk_matvec_epi(c, xq_out ? QVK_EPI_GLU_Q8 : QVK_EPI_GLU, t->wt, B(wbuf, t->off, t->bytes), F, t->k,
                               x, x_q8, B(s->g, 0, (uint64_t) F * 4), extra, 0.0f);
+}
+
+/* blk mode: how the product with t runs on the blk kernels (qvk_matvec_blk, qvk_matmul_ps) with
+ * m output rows (a multiple of 32; 32 for a product that only takes prescaled input): BLK_Q8 on
+ * int8 blocks written by the op before it (fuse_q8: repacked int-dot rows), BLK_F16 on fp32
+ * values (F16 rows), BLK_NONE not (one token, t bound whole, the residual through x2). */
+enum { BLK_NONE, BLK_Q8, BLK_F16 };
+static int blk_kind(LlamaVkSeq *s, const VkTensor *t, uint32_t m, uint32_t n) {
+        if (!(s->v->fusion & LLAMA_VK_FUSE_BLK) || n != 1 || !s->v->p_norm_wide || t->own.n_parts || t->n_seg ||
+            t->bytes > qvk_device_features(s->v->d)->max_storage_buffer_range ||
+            !qvk_matvec_blk_ok(s->v->d, t->wt, m, t->k))
+                return BLK_NONE;
+        return t->wt == QVK_W_F16 ? BLK_F16 : fuse_q8(s, t, n) ? BLK_Q8 : BLK_NONE;
+}
+
+/* blk mode: wo or down with the residual add and the next RMSNorm's unscaled input:
+ * xout = xin + t·x, then u = xout * the norm weights at w_off into out (int8 blocks for BLK_Q8,
+ * floats for BLK_F16) and s->blk_ss the sums of squares of xout, for the next product's
+ * prescale. */
+static int mm_blk_norm(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBinding x, QvkBuffer *xin,
+                       QvkBuffer *xout, uint64_t w_off, QvkBinding out) {
+        uint32_t E = t->m;
+        QvkBinding extra[4] = {
+                B(xin, 0, (uint64_t) E * 4),
+                B(s->v->common, w_off, (uint64_t) E * 4),
+                out,
+                B(s->blk_ss, 0, (uint64_t) E / 32 * 4),
+        };
+        return qvk_matvec_blk(c, QVK_BLK_NORM, t->wt, B(wbuf, t->off, t->bytes), E, t->k, x, (QvkBinding) {},
+                              B(xout, 0, (uint64_t) E * 4), extra, s->v->w->hp.eps);
+}
+
+/* The prescale binding of a product whose input came from mm_blk_norm() (ps), or none. */
+static QvkBinding blk_ps(LlamaVkSeq *s, bool ps) {
+        return ps ? B(s->blk_ss, 0, (uint64_t) s->v->w->hp.n_embd / 32 * 4) : (QvkBinding) {};
+}
+
+/* The product with t of the normalised activations (int8 blocks in xq where fuse_q8, else
+ * s->xb), prescaled where ps (blk mode). */
+static int mm_in(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBuffer *xq, bool ps, QvkBuffer *y,
+                 uint32_t n) {
+        bool q8 = fuse_q8(s, t, n);
+
+        if (ps)
+                return qvk_matmul_ps(c, t->wt, B(wbuf, t->off, t->bytes), t->m, t->k,
+                                     q8 ? B(xq, 0, qvk_q8_bytes(t->k, 1)) : B(s->xb, 0, (uint64_t) t->k * 4), blk_ps(s, true),
+                                     s->v->w->hp.eps, B(y, 0, (uint64_t) t->m * 4));
+        return q8 ? mm_q8(c, wbuf, t, xq, y) : mm(c, s, wbuf, t, s->xb, y, n);
 }
 
 /* Norm of the residual into xb (after adding o to it when add), and into int8 blocks for the
@@ -1028,6 +1079,7 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
         /* where the next int-dot product's int8 blocks are: the ops write s->scratch, the fused
          * epilogues the one of s->scratch and s->xq2 that their own product does not read */
         QvkBuffer *xq = s->scratch;
+        bool ps = false;  /* blk mode: xq holds the unscaled blocks of an RMSNorm (mm_blk_norm) */
         for (uint32_t l = 0; l < nl; l++) {
                 const VkLayerW *L = &var->layers[l];
                 QvkBuffer *wb = var->bufs[l];
@@ -1036,7 +1088,8 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 /* calibration: xb holds attn_norm(x) of this layer (capture hooks, prompts only) */
                 if (n > 1 && s->capture && (r = llama_vk_capture_record(c, s, l, LLAMA_SITE_ATTN_IN, s->xb, n)) < 0)
                         return r;
-                r = fuse_q8(s, &L->qkv, n) ? mm_q8(c, wb, &L->qkv, xq, s->qkv) : mm(c, s, wb, &L->qkv, s->xb, s->qkv, n);
+                r = mm_in(c, s, wb, &L->qkv, xq, ps, s->qkv, n);
+                ps = false;
                 if (r < 0 || (r = stamp(c, s, l)) < 0)
                         return r;
                 if (n == 1) {
@@ -1085,9 +1138,27 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 bool fnorm = epi_ok(s, &L->wo, gu_q8 ? QVK_EPI_NORM_Q8 : QVK_EPI_NORM, wo_q8, n) &&
                              epi_ok(s, &L->down, next_q8 ? QVK_EPI_NORM_Q8 : QVK_EPI_NORM, down_q8, n);
                 bool fglu = epi_ok(s, &L->gu, down_q8 ? QVK_EPI_GLU_Q8 : QVK_EPI_GLU, gu_q8, n);
+                /* blk mode (fnorm, fglu false): wo and down with whole blocks of the next norm
+                 * where the product after them applies its scale (not the output product: the
+                 * last layer's down keeps its norm dispatch), gate/up with SiLU·up's blocks */
+                int kwo = blk_kind(s, &L->wo, E, n), kgu = L->gu.m == 2 * F ? blk_kind(s, &L->gu, F, n) : BLK_NONE;
+                int kdown = blk_kind(s, &L->down, E, n);
+                bool bwo = kwo && (kwo == BLK_F16 || wo_q8) && kwo == blk_kind(s, &L->gu, 32, n);
+                bool bglu = kgu && kgu == blk_kind(s, &L->down, 32, n);
+                bool bdown = l + 1 < nl && kdown && kdown == blk_kind(s, next, 32, n);
                 /* one token: the residual goes to x2 and back (rmsnorm-wide.comp or the epilogues) */
                 QvkBuffer *xmid = n == 1 && (v->p_norm_wide || fnorm) ? s->x2 : s->x;
-                if (fnorm) {
+                if (bwo) {
+                        bool q8 = kwo == BLK_Q8;
+                        QvkBuffer *out = q8 ? xq_other(s, xq) : s->xb;
+                        r = mm_blk_norm(c, s, wb, &L->wo, q8 ? B(xq, 0, qvk_q8_bytes(nq, 1)) : B(s->att, 0, (uint64_t) nq * 4),
+                                        s->x, xmid, v->off_ffn_norm[l],
+                                        B(out, 0, q8 ? qvk_q8_bytes(E, 1) : (uint64_t) E * 4));
+                        xq = q8 ? out : xq;
+                        ps = true;
+                        if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                } else if (fnorm) {
                         QvkBuffer *out = gu_q8 ? xq_other(s, xq) : NULL;
                         QvkBinding x = wo_q8 ? B(xq, 0, qvk_q8_bytes(nq, 1)) : B(s->att, 0, (uint64_t) nq * 4);
                         r = mm_norm(c, s, wb, &L->wo, x, wo_q8, s->x, xmid, v->off_ffn_norm[l], out);
@@ -1106,7 +1177,18 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 }
                 if (n > 1 && s->capture && (r = llama_vk_capture_record(c, s, l, LLAMA_SITE_FFN_IN, s->xb, n)) < 0)
                         return r;
-                if (fglu) {
+                if (bglu) {
+                        bool q8 = kgu == BLK_Q8;
+                        QvkBuffer *out = xq_other(s, xq);
+                        QvkBinding extra[1] = { B(out, 0, qvk_q8_bytes(F, 1)) };
+                        r = qvk_matvec_blk(c, QVK_BLK_GLU, L->gu.wt, B(wb, L->gu.off, L->gu.bytes), F, L->gu.k,
+                                           q8 ? B(xq, 0, qvk_q8_bytes(E, 1)) : B(s->xb, 0, (uint64_t) E * 4),
+                                           blk_ps(s, ps), B(s->g, 0, (uint64_t) F * 4), extra, hp->eps);
+                        xq = q8 ? out : xq;
+                        ps = false;
+                        if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                } else if (fglu) {
                         QvkBuffer *out = down_q8 ? xq_other(s, xq) : NULL;
                         QvkBinding x = gu_q8 ? B(xq, 0, qvk_q8_bytes(E, 1)) : B(s->xb, 0, (uint64_t) E * 4);
                         r = mm_glu(c, s, wb, &L->gu, x, gu_q8, out);
@@ -1115,7 +1197,8 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                         if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
                 } else {
-                        r = gu_q8 ? mm_q8(c, wb, &L->gu, xq, s->gu) : mm(c, s, wb, &L->gu, s->xb, s->gu, n);
+                        r = mm_in(c, s, wb, &L->gu, xq, ps, s->gu, n);
+                        ps = false;
                         if (r < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
                         if (down_q8) {
@@ -1133,7 +1216,16 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 }
                 if (n > 1 && s->capture && (r = llama_vk_capture_record(c, s, l, LLAMA_SITE_FFN_DOWN, s->g, n)) < 0)
                         return r;
-                if (fnorm) {
+                if (bdown) {
+                        bool q8 = kdown == BLK_Q8;
+                        QvkBuffer *out = q8 ? xq_other(s, xq) : s->xb;
+                        r = mm_blk_norm(c, s, wb, &L->down, q8 ? B(xq, 0, qvk_q8_bytes(F, 1)) : B(s->g, 0, (uint64_t) F * 4),
+                                        xmid, s->x, next_norm, B(out, 0, q8 ? qvk_q8_bytes(E, 1) : (uint64_t) E * 4));
+                        xq = q8 ? out : xq;
+                        ps = true;
+                        if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
+                                return r;
+                } else if (fnorm) {
                         QvkBuffer *out = next_q8 ? xq_other(s, xq) : NULL;
                         QvkBinding x = down_q8 ? B(xq, 0, qvk_q8_bytes(F, 1)) : B(s->g, 0, (uint64_t) F * 4);
                         r = mm_norm(c, s, wb, &L->down, x, down_q8, xmid, s->x, next_norm, out);

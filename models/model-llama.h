@@ -115,12 +115,16 @@ int llama_vk_seq_profile(LlamaVkSeq *s, bool decode, const char *const **ret_nam
 int llama_vk_seq_stats(LlamaVkSeq *s, bool decode, uint32_t *ret_dispatches, uint32_t *ret_barriers);
 /* Which of the decode step's fused epilogues (qvk_matvec_epi) the next recordings use: SiLU·up
  * in the gate/up product, the residual add + RMSNorm in the wo and down products. Initially
- * none; $QUANTD_VK_FUSION=1 both, =glu or =norm that one. The benchmark's A/B
+ * none; $QUANTD_VK_FUSION=1 both, =glu or =norm that one, =blk LLAMA_VK_FUSE_BLK. The benchmark's A/B
  * in one run. */
 enum {
         LLAMA_VK_FUSE_GLU = 1 << 0,
         LLAMA_VK_FUSE_NORM = 1 << 1,
         LLAMA_VK_FUSE_ALL = LLAMA_VK_FUSE_GLU | LLAMA_VK_FUSE_NORM,
+        /* "blk" (qvk_matvec_blk): on repacked int-dot and F16 rows, workgroups of whole blocks
+         * without counters, the RMSNorm's scale applied by the next product; where it does not
+         * apply, the unfused ops (it takes precedence over the two above) */
+        LLAMA_VK_FUSE_BLK = 1 << 2,
 };
 void llama_vk_set_fusion(LlamaVk *v, unsigned which);
 /* Greedy run-ahead (off initially; $QUANTD_VK_RUNAHEAD=0 keeps it off): a single-token

@@ -4,7 +4,8 @@
 // and small batches. NR rows per workgroup; each invocation dequantizes 8-element units
 // (F32/F16, 16-byte loads where k % 8 == 0) or whole blocks (Q8_0/Q4_x) of the rows in
 // registers, strided by WG, then the workgroup reduces (reduce.glsl); -DGLU / -DNORM (-DQ8):
-// the decode step's epilogues (matvec-epi.glsl).
+// the decode step's epilogues (matvec-epi.glsl); -DPRESCALE (one column): x is an RMSNorm's
+// input without its scale, applied to the results as in matvec_dot.comp (binding 3).
 #if defined(W_Q8_0) || defined(W_Q4_0) || defined(W_Q4_1)
 #define BLOCKWISE  // one whole block of 32 per invocation and step
 #if !defined(U32) && !defined(REPACK)
@@ -19,6 +20,10 @@ layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const uint NR = 2;
 layout(constant_id = 2) const uint NC = 1;
 
+#if defined(PRESCALE)
+#define RED_EXTRA 1
+layout(std430, binding = 3) readonly buffer PS { float ps_in[]; };
+#endif
 #include "reduce.glsl"
 #include "matvec-epi.glsl"
 
@@ -27,8 +32,17 @@ void main() {
     uint tid = gl_LocalInvocationID.x;
     if (row0 >= pc.m)
         return;  // uniform across the workgroup
-    for (uint j = 0u; j < NR * NC; j++)
+    for (uint j = 0u; j < NR * NC + uint(RED_EXTRA); j++)
         acc[j] = 0.0;
+#if defined(PRESCALE)
+    // the producer's sums of squares: up to 4 per invocation loaded now, added after the
+    // weights' loop (an add here would wait for them before any weight load is issued)
+    float pv[4];
+    for (uint i = 0u; i < 4u; i++) {
+        float v = ps_in[min(tid + i * WG, pc.k / 32u - 1u)];  // in bounds: never a read past k/32
+        pv[i] = tid + i * WG < pc.k / 32u ? v : 0.0;
+    }
+#endif
 
 #ifdef BLOCKWISE
     uint nb = pc.k / 32u;
@@ -94,5 +108,14 @@ void main() {
 
 #endif
 
-    epi_store(row0, tid, reduce_all(tid));
+#if defined(PRESCALE)
+    acc[NR * NC] = pv[0] + pv[1] + pv[2] + pv[3];
+    for (uint b = tid + 4u * WG; b < pc.k / 32u; b += WG)
+        acc[NR * NC] += ps_in[b];
+#endif
+    float t = reduce_all(tid);
+#if defined(PRESCALE)
+    t *= inversesqrt(reduce_slot(NR * NC) / float(pc.k) + pc.eps);
+#endif
+    epi_store(row0, tid, t);
 }

@@ -18,6 +18,14 @@ layout(constant_id = 2) const uint NC = 1;
 
 layout(std430, binding = 1) readonly buffer XQ { uvec4 xq4[]; };
 layout(std430, binding = 1) readonly buffer XD { vec2 xd[]; };
+#if defined(PRESCALE)
+// The input blocks hold u = x * w of an RMSNorm without its scale 1/rms(x) (matvec_blk.comp's
+// NORM): binding 3 holds x's sum of squares per block of 32 (k/32 floats); the results are
+// multiplied by that scale, summed in one more reduction slot (int-dot products are linear
+// in the activations' scale). REPACK only.
+#define RED_EXTRA 1
+layout(std430, binding = 3) readonly buffer PS { float ps_in[]; };
+#endif
 #include "reduce.glsl"
 #include "matvec-epi.glsl"
 
@@ -73,8 +81,17 @@ void main() {
     if (row0 >= pc.m)
         return;
     uint nb = pc.k / 32u, nu = nb * UPB, rs4 = rp_row_words() / 4u;
-    for (uint j = 0u; j < NR * NC; j++)
+    for (uint j = 0u; j < NR * NC + uint(RED_EXTRA); j++)
         acc[j] = 0.0;
+#if defined(PRESCALE)
+    // the producer's sums of squares: up to 4 per invocation loaded now, added after the
+    // weights' loop (an add here would wait for them before any weight load is issued)
+    float pv[4];
+    for (uint i = 0u; i < 4u; i++) {
+        float v = ps_in[min(tid + i * WG, pc.k / 32u - 1u)];  // in bounds: never a read past k/32
+        pv[i] = tid + i * WG < pc.k / 32u ? v : 0.0;
+    }
+#endif
 
     for (uint u = tid; u < nu; u += WG) {
         uvec4 q[NR];
@@ -92,7 +109,16 @@ void main() {
             dot_unit(r, u, nb, q[r], sw[r]);
     }
 
-    epi_store(row0, tid, reduce_all(tid));
+#if defined(PRESCALE)
+    acc[NR * NC] = pv[0] + pv[1] + pv[2] + pv[3];
+    for (uint b = tid + 4u * WG; b < pc.k / 32u; b += WG)
+        acc[NR * NC] += ps_in[b];
+#endif
+    float t = reduce_all(tid);
+#if defined(PRESCALE)
+    t *= inversesqrt(reduce_slot(NR * NC) / float(pc.k) + pc.eps);
+#endif
+    epi_store(row0, tid, t);
 }
 #else
 #if !defined(U32)

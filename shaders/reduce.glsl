@@ -1,16 +1,20 @@
 // Sums NR*NC per-invocation partial results over the workgroup; result j is valid in
 // invocation j (j < NR*NC) after reduce_all(). Subgroup adds where present (USE_SUBGROUP),
-// else a shared-memory tree (WG a power of two). Needs WG, NR, NC constants.
+// else a shared-memory tree (WG a power of two). Needs WG, NR, NC constants. RED_EXTRA more
+// slots after the NR*NC results (acc[NR*NC ..]) are summed too, for reduce_slot().
 #ifdef USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #endif
 
-shared float red[WG * NR * NC];
-float acc[NR * NC];  // per-invocation partial sums, summed by reduce_all()
+#ifndef RED_EXTRA
+#define RED_EXTRA 0
+#endif
+shared float red[WG * (NR * NC + uint(RED_EXTRA))];
+float acc[NR * NC + uint(RED_EXTRA)];  // per-invocation partial sums, summed by reduce_all()
 
 float reduce_all(uint tid) {
-    const uint J = NR * NC;
+    const uint J = NR * NC + uint(RED_EXTRA);
 #ifdef USE_SUBGROUP
     for (uint j = 0u; j < J; j++) {
         float s = subgroupAdd(acc[j]);
@@ -36,3 +40,19 @@ float reduce_all(uint tid) {
     return tid < J ? red[tid] : 0.0;
 #endif
 }
+
+#if RED_EXTRA > 0
+// The workgroup's total of slot j (any j < NR*NC + RED_EXTRA), in any invocation, after
+// reduce_all().
+float reduce_slot(uint j) {
+    const uint J = NR * NC + uint(RED_EXTRA);
+#ifdef USE_SUBGROUP
+    float t = 0.0;
+    for (uint g = 0u; g < gl_NumSubgroups; g++)
+        t += red[g * J + j];
+    return t;
+#else
+    return red[j];
+#endif
+}
+#endif

@@ -17,8 +17,8 @@ layout(push_constant) uniform Push {
     uint k;      // columns of W, length of each activation vector
     uint n;      // activation vectors
     uint gx;     // workgroups along x (the grid may wrap into y for large m)
-#if defined(NORM)
-    float eps;   // RMSNorm epsilon of the epilogue (matvec-epi.glsl)
+#if defined(NORM) || defined(PRESCALE) || defined(BLK)
+    float eps;   // RMSNorm epsilon of the epilogue (matvec-epi.glsl, matvec_blk.comp)
 #endif
 } pc;
 

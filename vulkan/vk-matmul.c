@@ -516,6 +516,38 @@ int qvk_matmul_q8(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_
         return matvec(c, name, true, wt, w, m, k, xq, n, y);
 }
 
+int qvk_matmul_ps(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding x, QvkBinding ps,
+                  float eps, QvkBinding y) {
+        QvkDevice *d = qvk_cmd_device(c);
+        struct {
+                MatPush mp;
+                float eps;
+        } push = { { m, k, 1, 0 }, eps };
+        bool dot = wt != QVK_W_F16;  /* int8 blocks, else fp32 values */
+        uint32_t wg, rows, gx, gy;
+        QvkPipeline *p;
+        char name[64];
+        int r;
+
+        if (!qvk_matvec_blk_ok(d, wt, 32, k) || (dot && !qvk_matmul_wants_q8(d, wt, k, 1)))
+                return -EOPNOTSUPP;
+        if (!w.buf || !x.buf || !ps.buf || !y.buf || w.offset % 16 || x.offset % 16)
+                return -EINVAL;
+        if (m == 0)
+                return 0;
+        matvec_shape(dot, wt, k, &wg, &rows);
+        snprintf(name, sizeof(name), "matvec_%sps_%s%s", dot ? "dot_" : "", wtypes[wt].name,
+                 d->subgroup_fast ? "" : "_nosg");
+        uint32_t spec[] = { wg, rows, 1 };
+        r = qvk_pipeline_get(d, name, spec, ELEMENTSOF(spec), 4, sizeof(push), &p);
+        if (r < 0)
+                return r;
+        grid(DIV_ROUND_UP(m, rows), &gx, &gy);
+        push.mp.gx = gx;
+        QvkBinding b[4] = { w, x, y, ps };
+        return qvk_cmd_dispatch(c, p, b, 4, 1u << 2, &push, sizeof(push), gx, gy, 1);
+}
+
 bool qvk_matvec_epi_ok(QvkDevice *d, QvkMatvecEpi e, QvkWeightType wt, uint32_t m, uint32_t k, bool x_q8) {
         /* the extended formats (K-quants, g64/g128, NF4, FP8, INT8 rows) keep their own kernels */
         if (e < 0 || e >= _QVK_EPI_MAX || wt >= _QVK_W_MAX || qvk_ext_type(wt) || m == 0 || k == 0 ||

@@ -249,6 +249,32 @@ typedef enum QvkMatvecEpi {
 bool qvk_matvec_epi_ok(QvkDevice *d, QvkMatvecEpi e, QvkWeightType wt, uint32_t m, uint32_t k, bool x_q8);
 int qvk_matvec_epi(QvkCmd *c, QvkMatvecEpi e, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k,
                    QvkBinding x, bool x_q8, QvkBinding y, const QvkBinding *extra, float eps);
+/* The decode step's "blk" epilogues (shaders/matvec_blk.comp, vulkan/vk-matvec-blk.c): one
+ * column of int8 input blocks xq (as for qvk_matmul_q8()) on repacked Q8_0/Q4_0/Q4_1 rows, or
+ * of fp32 values on F16 rows (k % 8 == 0: no int8 blocks anywhere, u written as floats, GLU
+ * without extra); each workgroup owns whole blocks of 32 outputs, so no counter or atomic joins
+ * workgroups.
+ *  QVK_BLK_NORM  y = extra[0] + W x (y must not alias extra[0]); extra[2]: u = y * extra[1] as
+ *                int8 blocks scaled for u itself (the RMSNorm's 1/rms(y) is left to the next
+ *                product: quantization commutes with a common scale), extra[3]: the blocks'
+ *                sums of squares of y (m/32 floats), for that product's ps.
+ *  QVK_BLK_GLU   w holds 2m rows, m gate rows then m up rows; y = silu(gate) * up, extra[0]: y
+ *                as int8 blocks.
+ * Where ps.buf is set, xq holds such unscaled blocks and ps their sums of squares (k/32
+ * floats): the product is that of RMSNorm(x) with eps. m % 32 == 0; qvk_matvec_blk_ok() says
+ * whether the device and type take it (else -EOPNOTSUPP). qvk_matmul_ps() is the plain product
+ * of such input (the kernel of qvk_matmul_q8() / qvk_matmul() at n = 1 with the scale applied;
+ * int8 blocks or, for F16, fp32 values). */
+typedef enum QvkMatvecBlk {
+        QVK_BLK_NORM,
+        QVK_BLK_GLU,
+        _QVK_BLK_MAX,
+} QvkMatvecBlk;
+bool qvk_matvec_blk_ok(QvkDevice *d, QvkWeightType wt, uint32_t m, uint32_t k);
+int qvk_matvec_blk(QvkCmd *c, QvkMatvecBlk e, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k,
+                   QvkBinding xq, QvkBinding ps, QvkBinding y, const QvkBinding *extra, float eps);
+int qvk_matmul_ps(QvkCmd *c, QvkWeightType wt, QvkBinding w, uint32_t m, uint32_t k, QvkBinding x, QvkBinding ps,
+                  float eps, QvkBinding y);
 /* Y = W·X where W's rows are stored as blocks in different formats (a fused Q/K/V matrix of a
  * Q4_K_M file: Q4_K and Q6_K rows): block i holds rows m_0 + .. + m_(i-1) onward, Y has the
  * blocks' m rows in all per column. Extended formats and Q8_0/Q4_0/Q4_1 (through the extended

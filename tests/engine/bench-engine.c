@@ -3,15 +3,16 @@
  * 16 GB file is written), in F16, Q8_0 and Q4_0. Not a test: run by hand on the GPU machine.
  *   quantd-engine-bench [--layers N] [--embd N] [--ff N] [--heads N] [--kv-heads N]
  *                       [--vocab N] [--pp N] [--tg N] [--reps N] [--batch N] [--device SEL]
- *                       [--precision fp16|int8|int4] [--decode-only] [--fusion on|off|both|each]
+ *                       [--precision fp16|int8|int4] [--decode-only] [--fusion MODE[,MODE..]]
  *                       [--runahead on|off|both]
  * --batch N adds a batched decode measurement: N sequences stepped together for tg steps
  * (llama_vk_batch_eval), tokens/s summed over the N sequences. --kmix: the weights in llama.cpp's
  * Q4_K_M mix (Q4_K, Q6_K; bench_model_kmix), measured in their as-stored int4 variant only.
  * --decode-only: tg only (no pp measurement, no profile). --fusion: the decode step with its
- * fused epilogues on (as $QUANTD_VK_FUSION=1), off, both, or each (on, SiLU·up only,
- * add + norm only, off), one after the other on the same weights (llama_vk_set_fusion); each tg
- * line also gives the dispatches and barriers of one decode step's recording. --runahead: the
+ * fused epilogues on (as $QUANTD_VK_FUSION=1), silu-only, norm-only, blk (the epilogues of whole
+ * int8 blocks, $QUANTD_VK_FUSION=blk) or off, or a comma-separated list of those, or both (on,
+ * off) or each (all five), one after the other on the same weights (llama_vk_set_fusion); each
+ * tg line also gives the dispatches and barriers of one decode step's recording. --runahead: the
  * greedy decode with the next step queued on the GPU's argmax before the host sees it
  * (llama_vk_seq_set_runahead), without, or both one after the other (default: off). */
 #include <errno.h>
@@ -148,16 +149,30 @@ int main(int argc, char **argv) {
                 { "on", LLAMA_VK_FUSE_ALL },
                 { "silu-only", LLAMA_VK_FUSE_GLU },
                 { "norm-only", LLAMA_VK_FUSE_NORM },
+                { "blk", LLAMA_VK_FUSE_BLK },
                 { "off", 0 },
         };
-        /* the modes of --fusion: [first, last) of fmodes */
-        size_t fm0 = 0, fm1 = 1;
-        if (fusion && streq(fusion, "off"))
-                fm0 = 3, fm1 = 4;
-        else if (fusion && (streq(fusion, "both") || streq(fusion, "each")))
-                fm1 = 4;
-        else if (fusion && !streq(fusion, "on"))
-                return fprintf(stderr, "--fusion takes on, off, both or each\n"), 2;
+        /* the modes of --fusion, in order (indices into fmodes) */
+        size_t fsel[16], n_fsel = 0;
+        if (!fusion)
+                fsel[n_fsel++] = 0;
+        else if (streq(fusion, "both"))
+                fsel[n_fsel++] = 0, fsel[n_fsel++] = 4;
+        else if (streq(fusion, "each"))
+                for (size_t i = 0; i < ELEMENTSOF(fmodes); i++)
+                        fsel[n_fsel++] = i;
+        else
+                for (const char *p = fusion; *p;) {
+                        size_t len = strcspn(p, ","), i;
+                        for (i = 0; i < ELEMENTSOF(fmodes); i++)
+                                if (strlen(fmodes[i].name) == len && strncmp(p, fmodes[i].name, len) == 0)
+                                        break;
+                        if (i == ELEMENTSOF(fmodes) || n_fsel == ELEMENTSOF(fsel))
+                                return fprintf(stderr, "--fusion takes on, silu-only, norm-only, blk, off (a "
+                                                       "comma-separated list of them), both or each\n"), 2;
+                        fsel[n_fsel++] = i;
+                        p += len + (p[len] == ',');
+                }
 
         /* the run-ahead modes of --runahead: [ra0, ra1) of off, on */
         int ra0 = 0, ra1 = 1;
@@ -217,10 +232,8 @@ int main(int argc, char **argv) {
                 printf("%s: weights %.2f GiB, built in %.1f s; kernels: n=1 %s", qd_precision_to_string(p),
                        llama_vk_variant_bytes(v, p) / 1073741824.0, bench_now() - t0, qvk_matmul_kernel(d, wt, false, E, 1));
                 printf(", n=%u %s\n", pp, qvk_matmul_kernel(d, wt, false, E, pp));
-                for (size_t fu = fm0; fu < fm1; fu++) {
-                        /* both: on and off only */
-                        if (fusion && streq(fusion, "both") && (fu == 1 || fu == 2))
-                                continue;
+                for (size_t fi = 0; fi < n_fsel; fi++) {
+                        size_t fu = fsel[fi];
                         if (fusion)
                                 llama_vk_set_fusion(v, fmodes[fu].which);
                         for (int ra = ra0; ra < ra1; ra++) {
