@@ -661,20 +661,25 @@ int llama_vk_new(QvkDevice *d, const LlamaWeights *w, LlamaVk **ret) {
                     (r = qvk_pipeline_get(d, decr, &hp->head_dim, 1, 9, 32, &v->p_attn_dec_rope)) < 0)
                         return r;
         }
-        /* The products' epilogues (qvk_matvec_epi) are off unless $QUANTD_VK_FUSION is 1 (all),
-         * glu (SiLU·up only) or norm (add + norm only): the fused decode step ran slower on the
-         * H100 (int4 tg128 by 6-8%) and on lavapipe (docs/PERFORMANCE.md). */
+        /* The decode step's epilogues: by default the blk ones (qvk_matvec_blk: whole int8
+         * blocks per workgroup, no counters) on GPUs, +4.5-7% tg128 on the H100, and none on CPU
+         * devices (not measured faster on lavapipe); $QUANTD_VK_FUSION=blk, 0 (none), or the
+         * counter epilogues (qvk_matvec_epi), which ran slower on the H100: 1 (all), glu (SiLU·up
+         * only), norm (add + norm only) (docs/PERFORMANCE.md). */
         const char *fuse = getenv("QUANTD_VK_FUSION");
+        bool cpu = streq(qvk_device_features(d)->type, "cpu");
         /* No decode step queued ahead (whatever the callers ask) where $QUANTD_VK_RUNAHEAD=0,
          * or on CPU devices unless it is 1: there the queued step competes with the host's own
          * threads and ran a few percent slower on lavapipe, against +3.5-7% on the H100. */
         const char *ra = getenv("QUANTD_VK_RUNAHEAD");
-        v->no_runahead = streq_ptr(ra, "0") || (streq(qvk_device_features(d)->type, "cpu") && !streq_ptr(ra, "1"));
+        v->no_runahead = streq_ptr(ra, "0") || (cpu && !streq_ptr(ra, "1"));
         v->fusion = streq_ptr(fuse, "1")      ? LLAMA_VK_FUSE_ALL
                     : streq_ptr(fuse, "glu")  ? LLAMA_VK_FUSE_GLU
                     : streq_ptr(fuse, "norm") ? LLAMA_VK_FUSE_NORM
                     : streq_ptr(fuse, "blk")  ? LLAMA_VK_FUSE_BLK
-                                              : 0;
+                    : streq_ptr(fuse, "0")    ? 0
+                    : cpu                     ? 0
+                                              : LLAMA_VK_FUSE_BLK;
         if (v->p_norm_wide && qvk_device_features(d)->int_dot && hp->n_ff % 32 == 0 &&
             !streq_ptr(getenv("QUANTD_VK_NO_FUSE_Q8"), "1")) {
                 const uint32_t wg32[] = { 32 };

@@ -115,8 +115,8 @@ int llama_vk_seq_profile(LlamaVkSeq *s, bool decode, const char *const **ret_nam
 int llama_vk_seq_stats(LlamaVkSeq *s, bool decode, uint32_t *ret_dispatches, uint32_t *ret_barriers);
 /* Which of the decode step's fused epilogues (qvk_matvec_epi) the next recordings use: SiLU·up
  * in the gate/up product, the residual add + RMSNorm in the wo and down products. Initially
- * none; $QUANTD_VK_FUSION=1 both, =glu or =norm that one, =blk LLAMA_VK_FUSE_BLK. The benchmark's A/B
- * in one run. */
+ * LLAMA_VK_FUSE_BLK on GPUs and none on CPU devices; $QUANTD_VK_FUSION=0 none, =1 both counter
+ * epilogues, =glu or =norm that one, =blk LLAMA_VK_FUSE_BLK. The benchmark's A/B in one run. */
 enum {
         LLAMA_VK_FUSE_GLU = 1 << 0,
         LLAMA_VK_FUSE_NORM = 1 << 1,

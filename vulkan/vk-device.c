@@ -337,6 +337,8 @@ int qvk_device_features_query(QvkDevice *d, VkPhysicalDevice phys) {
         f->coopmat2_nv = has_extension(exts, n_ext, "VK_NV_cooperative_matrix2");
         f->memory_budget = has_extension(exts, n_ext, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
         f->max_shared_memory = props.limits.maxComputeSharedMemorySize;
+        f->max_workgroup_invocations = MIN(props.limits.maxComputeWorkGroupInvocations,
+                                           props.limits.maxComputeWorkGroupSize[0]);
         f->max_storage_buffer_range = env_lower("QUANTD_VK_MAX_STORAGE_RANGE", props.limits.maxStorageBufferRange);
         f->max_allocation_size = env_lower("QUANTD_VK_MAX_ALLOCATION", p11.maxMemoryAllocationSize);
         f->timestamp_period_ns = props.limits.timestampPeriod;

@@ -18,18 +18,23 @@ bool qvk_matvec_blk_ok(QvkDevice *d, QvkWeightType wt, uint32_t m, uint32_t k) {
 }
 
 /* Invocations per workgroup and per row, and 16-byte units of each of its rows an invocation
- * loads before using them: $QUANTD_VK_BLK_WG (default 256) and $QUANTD_VK_BLK_T (16: each
- * invocation takes every 16th unit of its rows, 2 rows of 32 at a time for NORM, 4 of 64 for
- * GLU); powers of two with WG / T dividing 32 and WG >= 32, else the defaults (256 like the
- * matrix-matrix kernels: every device takes it). $QUANTD_VK_BLK_UN (1-8; default 4 for NORM,
- * 2 for GLU: 8 loads of 16 bytes in flight per invocation either way, 32 KiB per workgroup, for
- * wo / down whose 4096/32 = 128 workgroups get one SM each on the H100). */
-static void blk_shape(bool norm, uint32_t *ret_wg, uint32_t *ret_t, uint32_t *ret_un) {
-        uint32_t wg = qvk_env_u32("QUANTD_VK_BLK_WG", 256, 1024), t = qvk_env_u32("QUANTD_VK_BLK_T", 16, 1024);
-        uint32_t un = qvk_env_u32("QUANTD_VK_BLK_UN", norm ? 4 : 2, 8);
+ * loads before using them: $QUANTD_VK_BLK_WG and $QUANTD_VK_BLK_T (each invocation takes every
+ * T-th unit of its rows, WG / T rows at a time); powers of two with WG / T dividing 32 and WG >=
+ * 32, else the defaults: as many invocations as the device allows up to 1024, so that a
+ * workgroup runs its block's 32 rows at once (1024 x 32 on the H100: a subgroup per row).
+ * $QUANTD_VK_BLK_UN (1-8, default 2). On the H100 (docs/PERFORMANCE.md) 1024 x 32 x 2 decoded
+ * Q4_0 at 382 tok/s where 256 x 16 x 4/2 gave 290 and 512 x 16 x 4 369: wo / down have only
+ * 4096 / 32 = 128 workgroups, one per SM, which must keep a whole block's rows in flight. */
+static void blk_shape(QvkDevice *d, uint32_t *ret_wg, uint32_t *ret_t, uint32_t *ret_un) {
+        uint32_t wg0 = 32;
+        while (wg0 < 1024 && wg0 * 2 <= d->features.max_workgroup_invocations)
+                wg0 *= 2;
+        uint32_t wg = qvk_env_u32("QUANTD_VK_BLK_WG", wg0, 1024), t = qvk_env_u32("QUANTD_VK_BLK_T", wg / 32, 1024);
+        uint32_t un = qvk_env_u32("QUANTD_VK_BLK_UN", 2, 8);
 
-        if (wg < 32 || (wg & (wg - 1)) || (t & (t - 1)) || t > wg || wg / t > 32)
-                wg = 256, t = 16;
+        if (wg < 32 || wg > d->features.max_workgroup_invocations || (wg & (wg - 1)) || t == 0 || (t & (t - 1)) ||
+            t > wg || wg / t > 32)
+                wg = wg0, t = wg0 / 32;
         *ret_wg = wg;
         *ret_t = t;
         *ret_un = MAX(un, 1u);
@@ -61,7 +66,7 @@ int qvk_matvec_blk(QvkCmd *c, QvkMatvecBlk e, QvkWeightType wt, QvkBinding w, ui
         writes |= norm ? (1u << 5) | (1u << 6) : f16 ? 0 : 1u << 3;
         if (ps.buf)
                 b[nb++] = ps;
-        blk_shape(norm, &wg, &t, &un);
+        blk_shape(d, &wg, &t, &un);
         snprintf(name, sizeof(name), "matvec_blk_%s_%s%s", qvk_weight_type_name(wt), norm ? "norm" : "glu",
                  ps.buf ? "_ps" : "");
         uint32_t spec[] = { wg, t, un };

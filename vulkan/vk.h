@@ -42,6 +42,7 @@ typedef struct QvkFeatures {
         bool coopmat2_nv;           /* VK_NV_cooperative_matrix2 (workgroup scope) */
         bool memory_budget;         /* VK_EXT_memory_budget */
         uint32_t max_shared_memory;
+        uint32_t max_workgroup_invocations; /* min(maxComputeWorkGroupInvocations, size[0]) */
         uint64_t max_storage_buffer_range, max_allocation_size;
         uint64_t device_local_bytes;
         double timestamp_period_ns;

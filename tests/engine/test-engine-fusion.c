@@ -163,11 +163,11 @@ int main(int argc, char **argv) {
                 { "no subgroups (_nosg)", { { "QUANTD_VK_DISABLE_SUBGROUP", "1" } } },
                 { "GGUF layout", { { "QUANTD_VK_DISABLE_REPACK", "1" } } },
                 { "float kernels", { { "QUANTD_VK_DISABLE_INTDOT", "1" } } },
-                /* the blk kernels' other thread shapes: 4 or 32 invocations per row, 1 or 8 units in flight */
+                /* the blk kernels' other thread shapes (the default: up to 1024 x T32, 2 units): 4 or 16 invocations per row, 1 or 8 units in flight */
                 { "blk 64 x T4, 1 unit",
                   { { "QUANTD_VK_BLK_WG", "64" }, { "QUANTD_VK_BLK_T", "4" }, { "QUANTD_VK_BLK_UN", "1" } } },
-                { "blk 1024 x T32, 8 units",
-                  { { "QUANTD_VK_BLK_WG", "1024" }, { "QUANTD_VK_BLK_T", "32" }, { "QUANTD_VK_BLK_UN", "8" } } },
+                { "blk 256 x T16, 8 units",
+                  { { "QUANTD_VK_BLK_WG", "256" }, { "QUANTD_VK_BLK_T", "16" }, { "QUANTD_VK_BLK_UN", "8" } } },
         };
         for (size_t s = 0; s < ELEMENTSOF(specs); s++)
                 for (size_t f = 0; f < ELEMENTSOF(formats); f++) {
