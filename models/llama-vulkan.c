@@ -946,20 +946,26 @@ static int blk_kind(LlamaVkSeq *s, const VkTensor *t, uint32_t m, uint32_t n) {
 }
 
 /* blk mode: wo or down with the residual add and the next RMSNorm's unscaled input:
- * xout = xin + t·x, then u = xout * the norm weights at w_off into out (int8 blocks for BLK_Q8,
- * floats for BLK_F16) and s->blk_ss the sums of squares of xout, for the next product's
- * prescale. */
-static int mm_blk_norm(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, QvkBinding x, QvkBuffer *xin,
-                       QvkBuffer *xout, uint64_t w_off, QvkBinding out) {
+ * xout = xin + t·x, x being the int8 blocks in *xq (q8: BLK_Q8) or the floats xf (BLK_F16);
+ * then u = xout * the norm weights at w_off, as int8 blocks into the other block buffer (which
+ * *xq then names) or as floats into s->xb, and s->blk_ss the sums of squares of xout, for the
+ * next product's prescale. */
+static int mm_blk_norm(QvkCmd *c, LlamaVkSeq *s, QvkBuffer *wbuf, const VkTensor *t, bool q8, QvkBuffer **xq,
+                       QvkBuffer *xf, QvkBuffer *xin, QvkBuffer *xout, uint64_t w_off) {
         uint32_t E = t->m;
+        QvkBuffer *out = q8 ? xq_other(s, *xq) : s->xb;
         QvkBinding extra[4] = {
                 B(xin, 0, (uint64_t) E * 4),
                 B(s->v->common, w_off, (uint64_t) E * 4),
-                out,
+                B(out, 0, q8 ? qvk_q8_bytes(E, 1) : (uint64_t) E * 4),
                 B(s->blk_ss, 0, (uint64_t) E / 32 * 4),
         };
-        return qvk_matvec_blk(c, QVK_BLK_NORM, t->wt, B(wbuf, t->off, t->bytes), E, t->k, x, (QvkBinding) {},
-                              B(xout, 0, (uint64_t) E * 4), extra, s->v->w->hp.eps);
+        QvkBinding x = q8 ? B(*xq, 0, qvk_q8_bytes(t->k, 1)) : B(xf, 0, (uint64_t) t->k * 4);
+        int r = qvk_matvec_blk(c, QVK_BLK_NORM, t->wt, B(wbuf, t->off, t->bytes), E, t->k, x, (QvkBinding) {},
+                               B(xout, 0, (uint64_t) E * 4), extra, s->v->w->hp.eps);
+        if (q8)
+                *xq = out;
+        return r;
 }
 
 /* The prescale binding of a product whose input came from mm_blk_norm() (ps), or none. */
@@ -1154,12 +1160,7 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 /* one token: the residual goes to x2 and back (rmsnorm-wide.comp or the epilogues) */
                 QvkBuffer *xmid = n == 1 && (v->p_norm_wide || fnorm) ? s->x2 : s->x;
                 if (bwo) {
-                        bool q8 = kwo == BLK_Q8;
-                        QvkBuffer *out = q8 ? xq_other(s, xq) : s->xb;
-                        r = mm_blk_norm(c, s, wb, &L->wo, q8 ? B(xq, 0, qvk_q8_bytes(nq, 1)) : B(s->att, 0, (uint64_t) nq * 4),
-                                        s->x, xmid, v->off_ffn_norm[l],
-                                        B(out, 0, q8 ? qvk_q8_bytes(E, 1) : (uint64_t) E * 4));
-                        xq = q8 ? out : xq;
+                        r = mm_blk_norm(c, s, wb, &L->wo, kwo == BLK_Q8, &xq, s->att, s->x, xmid, v->off_ffn_norm[l]);
                         ps = true;
                         if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;
@@ -1222,11 +1223,7 @@ static int record(LlamaVkSeq *s, QvkCmd *c, uint32_t n) {
                 if (n > 1 && s->capture && (r = llama_vk_capture_record(c, s, l, LLAMA_SITE_FFN_DOWN, s->g, n)) < 0)
                         return r;
                 if (bdown) {
-                        bool q8 = kdown == BLK_Q8;
-                        QvkBuffer *out = q8 ? xq_other(s, xq) : s->xb;
-                        r = mm_blk_norm(c, s, wb, &L->down, q8 ? B(xq, 0, qvk_q8_bytes(F, 1)) : B(s->g, 0, (uint64_t) F * 4),
-                                        xmid, s->x, next_norm, B(out, 0, q8 ? qvk_q8_bytes(E, 1) : (uint64_t) E * 4));
-                        xq = q8 ? out : xq;
+                        r = mm_blk_norm(c, s, wb, &L->down, kdown == BLK_Q8, &xq, s->g, xmid, s->x, next_norm);
                         ps = true;
                         if (r < 0 || (r = stamp(c, s, l)) < 0 || (r = stamp(c, s, l)) < 0)
                                 return r;

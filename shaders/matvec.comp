@@ -20,10 +20,7 @@ layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const uint NR = 2;
 layout(constant_id = 2) const uint NC = 1;
 
-#if defined(PRESCALE)
-#define RED_EXTRA 1
-layout(std430, binding = 3) readonly buffer PS { float ps_in[]; };
-#endif
+#include "prescale.glsl"
 #include "reduce.glsl"
 #include "matvec-epi.glsl"
 
@@ -35,13 +32,8 @@ void main() {
     for (uint j = 0u; j < NR * NC + uint(RED_EXTRA); j++)
         acc[j] = 0.0;
 #if defined(PRESCALE)
-    // the producer's sums of squares: up to 4 per invocation loaded now, added after the
-    // weights' loop (an add here would wait for them before any weight load is issued)
     float pv[4];
-    for (uint i = 0u; i < 4u; i++) {
-        float v = ps_in[min(tid + i * WG, pc.k / 32u - 1u)];  // in bounds: never a read past k/32
-        pv[i] = tid + i * WG < pc.k / 32u ? v : 0.0;
-    }
+    ps_load(tid, pv);
 #endif
 
 #ifdef BLOCKWISE
@@ -109,13 +101,11 @@ void main() {
 #endif
 
 #if defined(PRESCALE)
-    acc[NR * NC] = pv[0] + pv[1] + pv[2] + pv[3];
-    for (uint b = tid + 4u * WG; b < pc.k / 32u; b += WG)
-        acc[NR * NC] += ps_in[b];
+    acc[NR * NC] = ps_part(tid, pv);
 #endif
     float t = reduce_all(tid);
 #if defined(PRESCALE)
-    t *= inversesqrt(reduce_slot(NR * NC) / float(pc.k) + pc.eps);
+    t *= ps_scale(reduce_slot(NR * NC));
 #endif
     epi_store(row0, tid, t);
 }
